@@ -1,0 +1,127 @@
+"""The `pan-harvester` command line: thin commands over library calls.
+
+Library errors (HarvesterError) become messages and exit codes here and only
+here: 0 success, 1 a source or operation failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from harvester import __version__
+from harvester.config import Settings, load_settings
+from harvester.errors import ConfigError, HarvesterError
+from harvester.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+err_console = Console(stderr=True)
+
+
+class AppContext:
+    """What every command needs, built lazily from the global options."""
+
+    def __init__(self, config: str | None, overrides: dict[str, Any]) -> None:
+        self._config, self._overrides = config, overrides
+        self._settings: Settings | None = None
+        self._ontology: Any = None
+        self._tagger: Any = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self._config, overrides=self._overrides)
+        return self._settings
+
+    def reload(self) -> Settings:
+        self._settings = None
+        return self.settings
+
+    def store(self) -> Store:
+        return Store(self.settings.db_path)
+
+    def ontology(self) -> Any:
+        if self._ontology is None:
+            from harvester.techniques import default_ontology
+
+            self._ontology = default_ontology(self.settings.data_dir, self.settings.ontology)
+        return self._ontology
+
+    def tagger(self) -> Any:
+        if self._tagger is None:
+            from harvester.techniques import Tagger
+
+            self._tagger = Tagger(self.ontology())
+        return self._tagger
+
+
+def handle_errors(fn: F) -> F:
+    """Turn library errors into one clear line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            err_console.print(f"[bold red]configuration error:[/] {exc}", highlight=False)
+            sys.exit(2)
+        except HarvesterError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(verbose: int, fmt: str = "text") -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    root = logging.getLogger()
+    root.handlers.clear()
+    if fmt == "json":
+        from harvester.logs import JSONFormatter
+
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="pan-harvester")
+@click.option("--config", "config", envvar="PAN_HARVESTER_CONFIG", type=click.Path(dir_okay=False),
+              help="Operator TOML file with settings and [sources.NAME] entries (env PAN_HARVESTER_CONFIG).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the record store, checkpoints and caches live (env PAN_HARVESTER_DATA).")
+@click.option("--ontology", help="PaNET file path or URL (env PAN_HARVESTER_ONTOLOGY).")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log line format on stderr; json for journald and log shippers.")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, data_dir: Path | None, ontology: str | None,
+         verbose: int, log_format: str | None) -> None:
+    """Harvest photon & neutron facility metadata over OAI-PMH, tag PaNET techniques, index and search."""
+    overrides = {"data_dir": data_dir, "ontology": ontology}
+    ctx.obj = AppContext(config, overrides)
+    setup_logging(verbose, log_format or "text")
+    ctx.meta["log_format"] = log_format
+    ctx.meta["verbose"] = verbose
+
+
+def _register() -> None:
+    from harvester.cli import harvest as harvest_cmds
+
+    for command in harvest_cmds.COMMANDS:
+        main.add_command(command)
+
+
+_register()

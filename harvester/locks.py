@@ -1,0 +1,73 @@
+"""A per-source lock shared by every process on the machine (daemon and CLI).
+
+An advisory `flock` on `DATA_DIR/locks/SOURCE.lock`: the kernel drops it when
+the holder dies, even by SIGKILL, so a crashed harvest never leaves a stale
+lock behind. The holder's pid and purpose are written into the file for
+`status` to show.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from harvester.errors import LockedError
+
+
+def lock_path(data_dir: Path, source: str) -> Path:
+    return Path(data_dir) / "locks" / f"{source}.lock"
+
+
+@contextmanager
+def source_lock(data_dir: Path, source: str, *, wait: float | None = 0.0, purpose: str = "harvest",
+                stop: threading.Event | None = None) -> Iterator[None]:
+    """Hold the source's lock. `wait`: seconds to wait for it (None: forever,
+    0: fail at once with LockedError)."""
+    path = lock_path(data_dir, source)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise LockedError(
+                        f"source {source!r} is being harvested by another process ({holder(data_dir, source)})"
+                    ) from None
+                if stop is not None and stop.is_set():
+                    raise LockedError(f"stopped while waiting for the lock of {source!r}") from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {purpose}\n".encode())
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def holder(data_dir: Path, source: str) -> str | None:
+    """'PID PURPOSE' of the process holding the lock, or None when free."""
+    path = lock_path(data_dir, source)
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return path.read_text().strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
