@@ -124,7 +124,7 @@ def split_page(page: Page) -> tuple[list[IncomingRecord], list[dict[str, Any]]]:
     good: list[IncomingRecord] = []
     bad: list[dict[str, Any]] = []
     for rec in page.records():
-        raw = etree.tostring(rec)
+        raw = etree.tostring(rec, encoding="UTF-8", xml_declaration=False)
         header = rec.find(f"{OAI_NS}header")
         identifier = _text(header.find(f"{OAI_NS}identifier")) if header is not None else ""
         datestamp = _text(header.find(f"{OAI_NS}datestamp")) if header is not None else ""
