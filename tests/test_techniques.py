@@ -1,0 +1,354 @@
+"""Technique tagging: the matcher's tricky cases, evidence order, samples, the CLI."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+from lxml import etree
+
+from harvester.cli.techniques import ontology as ontology_group
+from harvester.cli.techniques import techniques as techniques_group
+from harvester.document import Document, Instrument, Subject
+from harvester.ontology import load_ontology
+from harvester.techniques import Tagger, default_knowledge_dir
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+OWL = SHARED / "ontology" / "PaNET.owl"
+PANET = "http://purl.org/pan-science/PaNET/"
+
+pytestmark = pytest.mark.skipif(not OWL.is_file(), reason="../shared/ontology missing")
+
+
+@pytest.fixture(scope="module")
+def tagger() -> Tagger:
+    return Tagger(load_ontology(OWL))
+
+
+def labels(tags) -> list[str]:
+    return [t.label for t in tags]
+
+
+# -- free text ---------------------------------------------------------------
+
+TEXT_CASES = [
+    # (text, expected technique labels, in order of appearance)
+    ("Small-angle neutron scattering on micelles", ["small angle neutron scattering"]),
+    ("small angle  x ray scattering of proteins", ["small angle x-ray scattering"]),
+    ("Small Angle X-Ray Scattering of proteins", ["small angle x-ray scattering"]),
+    ("SMALL ANGLE X-RAY SCATTERING OF PROTEINS", ["small angle x-ray scattering"]),
+    ("SANS on micelles", ["small angle neutron scattering"]),
+    ("XAS at the Fe K-edge", ["x-ray absorption spectroscopy"]),
+    ("Xray diffraction of steel", ["x-ray diffraction"]),
+    ("X-rays diffraction of steel", ["x-ray diffraction"]),
+    ("Polarised neutron reflectometry of multilayers", ["polarized neutron reflectometry"]),
+    ("quasi-elastic neutron scattering of water", ["quasielastic scattering", "neutron scattering"]),
+    ("µCT of bone", ["x-ray microtomography"]),  # micro sign, NFKC-folded to Greek mu
+    ("SAXS/WAXS on fibres", ["small angle x-ray scattering", "wide angle x-ray scattering"]),
+    # the more specific of overlapping names wins, and the shorter is not reported too
+    ("Grazing incidence small angle x-ray scattering of films", ["grazing incidence small angle x-ray scattering"]),
+    ("GISAXS of block copolymer films", ["grazing incidence small angle x-ray scattering"]),
+    ("resonant inelastic x-ray scattering", ["resonant inelastic x-ray scattering"]),
+    # an ancestor named next to its descendant is dropped
+    ("Small angle scattering (SAXS) of gold", ["small angle x-ray scattering"]),
+    # two techniques
+    ("XPS and EXAFS of catalysts", ["x-ray photoelectron spectroscopy", "extended x-ray absorption fine structure"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), TEXT_CASES)
+def test_text_matches(tagger, text, expected):
+    tags = tagger.tag(title=text)
+    assert labels(tags) == expected
+    assert all(t.method == "text" and t.field == "title" and not t.weak for t in tags)
+
+
+NO_MATCH = [
+    "Des échantillons sans traitement thermique",          # French "sans" is not SANS
+    "Sans serif fonts in figures",
+    "saxs",                                                # acronyms match case in free text
+    "The diffraction limit of the new source",             # stoplist
+    "diffraction-limited storage ring design",
+    "Neutron star mergers and x-ray binaries",
+    "An x-ray tube and a detector",
+    "PhD thesis data in PDF format",                       # ambiguous acronyms
+    "x-ray",                                               # specifier labels are not techniques
+    "neutron photon scattering",
+    "Imaging and spectroscopy of the brain",               # too generic in free text
+    "NMR spectroscopy of small molecules",
+    "Optical coherence tomography of the retina",
+    "testing the therapy",
+    "XASPECT XRDX SAXSY",                                  # word boundaries
+    "the scattering length density profile",
+]
+
+
+@pytest.mark.parametrize("text", NO_MATCH)
+def test_look_alikes_do_not_match(tagger, text):
+    assert tagger.tag(title=text, summary=text) == []
+
+
+def test_matched_text_and_positions(tagger):
+    tags = tagger.tag(summary="Data were collected by neutron diffraction. Later, SAXS.")
+    assert [(t.label, t.field, t.text) for t in tags] == [
+        ("neutron diffraction", "summary", "neutron diffraction"),
+        ("small angle x-ray scattering", "summary", "SAXS"),
+    ]
+
+
+def test_names_do_not_span_sentences(tagger):
+    assert tagger.tag(summary="We used x-ray. Scattering was weak.") == []
+
+
+# -- subjects, keywords, IRIs --------------------------------------------------
+
+def test_iri_in_subject(tagger):
+    tags = tagger.tag(subjects=[
+        Subject(value="SAXS", scheme="PaNET", value_uri=PANET + "PaNET01188"),
+        Subject(value="x-ray", scheme="PaNET", value_uri=PANET + "PaNET2020009"),  # a specifier: ignored
+        Subject(value="PaNET01189", scheme="PaNET"),
+    ])
+    assert [(t.id, t.method, t.text) for t in tags] == [
+        ("PaNET01188", "iri", PANET + "PaNET01188"),
+        ("PaNET01189", "iri", "PaNET01189"),
+    ]
+
+
+def test_subject_equality_is_case_and_hyphen_insensitive(tagger):
+    tags = tagger.tag(keywords=["saxs", "Small-Angle Neutron Scattering", "X-ray diffraction (XRD)",
+                                "XPS and XANES", "imaging"])
+    assert [(t.label, t.method, t.field) for t in tags] == [
+        ("small angle x-ray scattering", "subject", "keywords"),
+        ("small angle neutron scattering", "subject", "keywords"),
+        ("x-ray diffraction", "subject", "keywords"),
+        ("x-ray photoelectron spectroscopy", "subject", "keywords"),
+        ("x-ray absorption near edge structure", "subject", "keywords"),
+        ("imaging", "subject", "keywords"),
+    ]
+
+
+def test_longer_keyword_is_text_evidence(tagger):
+    tags = tagger.tag(keywords=["in situ SAXS of polymers", "sans"], subjects=[Subject(value="testing")])
+    assert [(t.label, t.method, t.field) for t in tags] == [
+        ("small angle neutron scattering", "subject", "keywords"),
+        ("small angle x-ray scattering", "text", "keywords"),
+    ]
+
+
+def test_strongest_evidence_wins_and_ancestors_give_way(tagger):
+    tags = tagger.tag(
+        title="Small angle scattering of SAXS standards",
+        summary="SAXS data",
+        keywords=["small angle x-ray scattering"],
+        subjects=[Subject(value="x", value_uri=PANET + "PaNET01124")],  # SAS given as an IRI: kept
+        facility="ESRF",
+    )
+    assert [(t.label, t.method) for t in tags] == [
+        ("small angle scattering", "iri"),
+        ("small angle x-ray scattering", "subject"),
+    ]
+
+
+# -- weak evidence -------------------------------------------------------------
+
+def test_facility_probe_is_weak_and_yields_to_a_technique(tagger):
+    tags = tagger.tag(title="Magnetic order in TbCd6", facility="ILL")
+    assert [(t.label, t.method, t.field, t.weak) for t in tags] == [
+        ("neutron probe technique", "facility", "facility", True)]
+    assert labels(tagger.tag(title="SANS of micelles", facility="Institut Laue-Langevin")) == [
+        "small angle neutron scattering"]
+    # facilities with several probes give no facility tag
+    assert tagger.tag(title="Magnetic order", facility="ISIS") == []
+    assert tagger.tag(title="Magnetic order", facility="PSI") == []
+    assert labels(tagger.tag(title="Catalysts", facility="ESRF")) == ["x-ray probe technique"]
+
+
+def test_instruments(tagger):
+    tags = tagger.tag(title="Micelles", instruments=["D22"], facility="ILL")
+    assert [(t.label, t.method, t.text, t.weak) for t in tags] == [
+        ("small angle neutron scattering", "instrument", "D22", True)]
+    # the leading name of a described instrument; unknown facility but an unambiguous name
+    assert labels(tagger.tag(instruments=["E2 - Flat-Cone Diffractometer"], facility="HZB")) == [
+        "neutron diffraction"]
+    assert labels(tagger.tag(instruments=["ID02"])) == ["small angle x-ray scattering"]
+    # instrument-type words in the description
+    assert labels(tagger.tag(instruments=["Some powder diffractometer"])) == ["powder diffraction"]
+    # an instrument named in the title of a record from that facility
+    assert labels(tagger.tag(title="Sample Data from NMX", facility="ESS")) == [
+        "macromolecular crystallography", "neutron single crystal diffraction"]
+    assert tagger.tag(title="Sample Data from NMX") == []  # facility unknown: no guess
+
+
+def test_tag_document(tagger):
+    doc = Document(source="ill", oai_identifier="oai:x", datestamp="2024-01-01", pid="10.5291/ILL-DATA.1",
+                   title="Hydration of clays", summary="Inelastic neutron scattering on IN5.",
+                   instruments=[Instrument(name="IN5")], facility="ILL")
+    tagged = tagger.tag_document(doc)
+    assert tagged is not doc and doc.techniques == []
+    assert tagged.ontology_version == "1.3.0-48-g7011e6b"
+    assert [(t.label, t.method) for t in tagged.techniques] == [
+        ("inelastic neutron spectroscopy", "text"), ("time of flight spectrometry", "instrument")]
+
+
+# -- knowledge files -------------------------------------------------------------
+
+def test_every_id_in_the_knowledge_files_is_a_panet_13_technique(tagger):
+    assert tagger.unknown_ids == set()
+    knowledge = default_knowledge_dir()
+    facilities = tomllib.loads((knowledge / "facilities.toml").read_text())
+    instruments = tomllib.loads((knowledge / "instruments.toml").read_text())
+    assert set(instruments["instrument"]) <= set(facilities["facility"])
+    for probe in facilities["probes"].values():
+        assert tagger.ontology.technique(probe) is not None
+    for entry in facilities["facility"].values():
+        assert set(entry["probes"]) <= set(facilities["probes"]) | {"electron"}
+
+
+def test_older_ontology_skips_ids_it_lacks():
+    old = Tagger(load_ontology(SHARED / "ontology" / "PaNET-v1.0.owl"))
+    assert labels(old.tag(title="SAXS of proteins")) == ["small angle x-ray scattering"]
+    assert "PaNET01218" in old.unknown_ids or "PaNET01316" in old.unknown_ids or old.unknown_ids
+
+
+# -- the shared samples ------------------------------------------------------------
+
+def _sample_fields(path: Path) -> dict:
+    root = etree.parse(str(path), etree.XMLParser(resolve_entities=False, no_network=True)).getroot()
+
+    def texts(name: str, under=root) -> list[str]:
+        return [" ".join(e.text.split()) for e in under.iter() if etree.QName(e).localname == name and e.text]
+
+    items = [e for e in root.iter() if etree.QName(e).localname == "relatedItem"]
+    instruments = [t for e in items if e.get("relatedItemType") == "Instrument" for t in texts("title", e)]
+    for e in items:
+        e.getparent().remove(e)
+    return {"title": " ".join(texts("title")) or None, "summary": "\n".join(texts("description")) or None,
+            "subjects": [Subject(value=v) for v in texts("subject")], "instruments": instruments,
+            "facility": (texts("publisher") or [None])[0]}
+
+
+SAMPLES = {
+    # file: techniques the record names (text) or implies (weak evidence)
+    "hzb_inv_oai_datacite_record__b2find.xml": [("neutron diffraction", "text")],
+    "datacite_kernel-4.7_example_instrument.xml": [("macromolecular crystallography", "text")],  # "MX station"
+    "ess_openaire_oai_record__b2find.xml": [("neutron time of flight technique", "instrument")],  # V20
+    "ess_openaire_oai_record_broken_id__b2find.xml": [("macromolecular crystallography", "instrument"),
+                                                      ("neutron single crystal diffraction", "instrument")],
+    "datacite_kernel-4.7_example_dataset.xml": [],
+    "datacite_kernel-4.7_example_full.xml": [],
+    "datacite_oai_oai_getrecord_datacite__viringo.xml": [],
+    "datacite_oai_oai_getrecord_dc__viringo.xml": [],
+    "datacite_oai_oai_getrecord_oaidatacite__viringo.xml": [],
+    "datacite_oai_oai_listrecords_dc__viringo.xml": [],
+}
+
+
+def test_every_record_sample_is_covered():
+    with_records = {p.name for p in (SHARED / "samples").glob("*.xml")
+                    if b"title>" in p.read_bytes()}
+    assert with_records == set(SAMPLES)
+
+
+@pytest.mark.parametrize(("name", "expected"), SAMPLES.items())
+def test_samples(tagger, name, expected):
+    tags = tagger.tag(**_sample_fields(SHARED / "samples" / name))
+    assert [(t.label, t.method) for t in tags] == expected
+
+
+# -- CLI ---------------------------------------------------------------------------
+
+@pytest.fixture()
+def app(tmp_path):
+    return SimpleNamespace(settings=SimpleNamespace(data_dir=tmp_path, ontology=str(OWL)))
+
+
+def test_cli_match_table_and_json(app):
+    runner = CliRunner()
+    result = runner.invoke(techniques_group, ["match", "GISAXS and SANS of films"], obj=app)
+    assert result.exit_code == 0, result.output
+    assert "PaNET01162" in result.output and "PaNET01189" in result.output and "SANS" in result.output
+    result = runner.invoke(techniques_group, ["match", "--json", "--facility", "ESRF", "XRD data"], obj=app)
+    data = json.loads(result.output)
+    assert data["ontology_version"] == "1.3.0-48-g7011e6b"
+    assert [(t["id"], t["method"]) for t in data["techniques"]] == [("PaNET01216", "text")]
+    result = runner.invoke(techniques_group, ["match"], obj=app)
+    assert result.exit_code == 2
+
+
+def test_cli_jsonl_keeps_order_and_reports_bad_lines(app):
+    lines = [
+        {"id": "a", "title": "SAXS of proteins"},
+        "this is not json",
+        {"id": "c", "description": "Neutron diffraction at E2", "facility": "HZB", "instrument": "E2"},
+        {"id": "d", "subjects": ["sans", {"value": "x", "valueURI": PANET + "PaNET01188", "scheme": "PaNET"}]},
+        ["a", "list"],
+        {"id": "f"},
+        {"id": "g", "keywords": 5},
+    ]
+    stdin = "\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n"
+    result = CliRunner().invoke(techniques_group, ["match", "--jsonl"], obj=app, input=stdin)
+    assert result.exit_code == 0, result.output
+    out = [json.loads(line) for line in result.output.splitlines()]
+    assert len(out) == len(lines)
+    assert out[0]["id"] == "a" and [t["id"] for t in out[0]["techniques"]] == ["PaNET01188"]
+    assert out[1]["line"] == 2 and "error" in out[1]
+    assert [(t["label"], t["method"], t["field"]) for t in out[2]["techniques"]] == [
+        ("neutron diffraction", "text", "summary")]
+    assert [(t["id"], t["method"]) for t in out[3]["techniques"]] == [("PaNET01188", "iri"), ("PaNET01189", "subject")]
+    assert "error" in out[4] and out[5] == {"id": "f", "techniques": []} and "error" in out[6]
+    assert set(out[0]["techniques"][0]) >= {"iri", "label", "method", "field", "text"}
+
+
+def test_cli_ontology_info_and_missing_ontology(app, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(ontology_group, ["info", "--json"], obj=app)
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["version"] == "1.3.0-48-g7011e6b" and info["techniques"] == 380 and info["edges"] > 600
+    result = runner.invoke(ontology_group, ["lookup", "SAXS"], obj=app)
+    assert result.exit_code == 0 and "PaNET01188" in result.output and "small angle scattering" in result.output
+    none = SimpleNamespace(settings=SimpleNamespace(data_dir=tmp_path / "empty", ontology=None))
+    result = runner.invoke(ontology_group, ["info"], obj=none)
+    assert result.exit_code == 1 and "pan-harvester ontology fetch" in result.output
+
+
+def test_cli_ontology_fetch(tmp_path):
+    from tests.test_ontology import _serve
+
+    app = SimpleNamespace(settings=SimpleNamespace(data_dir=tmp_path, ontology=None))
+    with _serve() as server:
+        result = CliRunner().invoke(ontology_group, ["fetch", f"{server}/PaNET.owl"], obj=app)
+    assert result.exit_code == 0, result.output
+    assert "1.3.0-48-g7011e6b" in result.output and (tmp_path / "ontology" / "PaNET.owl").is_file()
+    result = CliRunner().invoke(ontology_group, ["info"], obj=app)
+    assert result.exit_code == 0 and "380" in result.output
+
+
+def test_every_command_has_help():
+    for group in (techniques_group, ontology_group):
+        assert group.help
+        for command in group.commands.values():
+            assert command.help, command.name
+
+
+# -- the labelled evaluation set -----------------------------------------------------
+
+def test_evaluation_set_figures(tagger):
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from bench.eval_techniques import EVAL, evaluate
+
+    entries = [json.loads(line) for line in EVAL.read_text().splitlines() if line.strip()]
+    assert len(entries) >= 100 and sum(1 for e in entries if not e["gold"]) >= 20
+    assert all(e["source"] and e["basis"] and all(tagger.ontology.technique(g) for g in e["gold"]) for e in entries)
+    result = evaluate(tagger, entries, weak=False)
+    assert result["precision"] >= 0.95 and result["recall"] >= 0.83, result
+    negatives = [e for e in entries if not e["gold"]]
+    from harvester.cli.techniques import record_arguments
+    assert [e["id"] for e in negatives if tagger.tag(**record_arguments(e))] == []
