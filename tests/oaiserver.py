@@ -398,6 +398,8 @@ class OAIServer:
         self.faults: list[Fault] = []
         self.fired: list[Fault] = []
         self.requests: list[Logged] = []
+        # (client address, request headers) of every request: who asked, over which connection.
+        self.clients: list[tuple[tuple[str, int], dict[str, str]]] = []
         if now is None:
             latest = max((_full(r.datestamp) for r in self._records),
                          default="2024-12-31T00:00:00Z")
@@ -937,6 +939,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(self.rfile.read(length))
 
     def _serve(self, body: bytes) -> None:
+        self.oai.clients.append((self.client_address, dict(self.headers.items())))
         reply = self.oai.handle(self.command, self.path, body,
                                 self.headers.get("Accept-Encoding", ""))
         stopping = self.oai._stopping

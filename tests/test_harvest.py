@@ -417,3 +417,14 @@ def test_real_samples_stored_intact_through_third_party_servers(tmp_path, serve)
         assert set(got) == {r.identifier for r in samples}
         for rec in samples:
             assert _shape(_payload(got[rec.identifier].raw)) == _shape(payload_element(rec)), rec.identifier
+
+
+def test_http_manners_user_agent_from_gzip_keep_alive(server, lab):
+    assert harvest(lab).status == "ok"
+    assert len(server.clients) == len(server.requests) >= 12
+    for _, headers in server.clients:
+        assert headers["User-Agent"].startswith("pan-harvester/")
+        assert headers["From"] == "tests@pan-harvester.invalid"
+        assert "gzip" in headers["Accept-Encoding"]
+    # Keep-alive: a dozen requests over one connection, not one each.
+    assert len({address for address, _ in server.clients}) == 1
