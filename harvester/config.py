@@ -127,7 +127,7 @@ class Settings(_Strict):
     ontology: str | None = None  # path or URL of PaNET; None: the cached copy in data_dir
     es_url: str | None = None  # None: the embedded SQLite index
     index_alias: str = "pan-datasets"
-    mapping: str | None = None  # an operator's richer mapping file; None: the shipped one
+    es_mapping: str | None = None  # an operator's richer Elasticsearch mapping file; None: the shipped one
     workers: int = Field(default=4, ge=1)  # sources harvested in parallel
     identify_ttl: int = Field(default=86400, ge=0)  # seconds an Identify answer is reused
     default_schedule: str = "every 24h"

@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 
+# Elasticsearch and index fixtures (the real server started by .ci/run or scripts/elasticsearch).
+pytest_plugins = ["tests.conftest_index"]
+
 from tests.oaiserver import OAIServer
 from tests.recordgen import FakeRecord, make_records, sample_records
 

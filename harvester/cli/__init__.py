@@ -119,10 +119,11 @@ def main(ctx: click.Context, config: str | None, data_dir: Path | None, ontology
 
 def _register() -> None:
     from harvester.cli import harvest as harvest_cmds
+    from harvester.cli import index as index_cmds
     from harvester.cli.records import show
     from harvester.cli.techniques import ontology, techniques
 
-    for command in harvest_cmds.COMMANDS:
+    for command in (*harvest_cmds.COMMANDS, *index_cmds.COMMANDS):
         main.add_command(command)
     for command in (show, techniques, ontology):
         main.add_command(command)
