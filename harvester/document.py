@@ -3,18 +3,49 @@
 Field names follow the PaNOSC data model where it has one (pid, title, summary,
 keywords, license, releaseDate -> release_date, instruments, techniques...), so
 consumers of the PaNOSC search API recognise them. Every model is a plain
-pydantic object: no I/O, cheap to build, `model_dump(mode="json")` for output.
+pydantic object: no I/O, `model_dump(mode="json")` for output.
+
+Two ways in: `Model.model_validate(data)` (or the constructor) for anything from
+outside, and `Model.trusted(values)` for the record mapper, which builds thousands
+of documents per second from values it has just typed itself.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
+
+_new = object.__new__
+_set = object.__setattr__
+# BaseModel's own slots, set through their descriptors as pydantic's model_construct
+# does, minus the attribute lookups (this runs ~10 times per mapped record).
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def trusted(cls, values: dict[str, Any]) -> Self:
+        """An instance holding `values` as they are, without validation.
+
+        `values` must give EVERY field of the model (defaults included), each already
+        of its declared type, nested models as model instances; the dict becomes the
+        instance's own. This is what pydantic's `model_construct` does, minus its
+        per-field default and alias handling: ~0.6 us per instance against ~2 us
+        (model_construct) or ~1 us (validation) for a small model, and ~8 us less than
+        validating a whole Document. The record mapper builds its output this way,
+        and tests/test_document_build.py checks that output against model_validate.
+        """
+        model = _new(cls)
+        _set(model, "__dict__", values)
+        _set_fields_set(model, set(values))
+        _set_extra(model, None)
+        _set_private(model, None)
+        return model
 
 
 class Affiliation(_Model):

@@ -74,15 +74,16 @@ def find_doi(values: list[str]) -> str | None:
 # --- ORCID -----------------------------------------------------------------------
 
 _ORCID = re.compile(r"(\d{4})-?(\d{4})-?(\d{4})-?(\d{3}[\dX])", re.IGNORECASE)
+_ORCID_PREFIXES = frozenset({"", "https://orcid.org/", "http://orcid.org/"})
+_ORCID_CHECK_CHARS = frozenset("0123456789Xx")
 
 
 def _orcid_checksum_ok(digits: str) -> bool:
-    # ISO 7064 MOD 11-2, as specified by ORCID.
-    total = 0
-    for ch in digits[:-1]:
-        total = (total + int(ch)) * 2
-    result = (12 - total % 11) % 11
-    return digits[-1] == ("X" if result == 10 else str(result))
+    # ISO 7064 MOD 11-2, as specified by ORCID: total = sum(d_i * 2**(15-i)) over the
+    # 15 body digits. 13 = 2 (mod 11), so that sum is 2 * int(body, base 13) modulo 11,
+    # computed in C rather than in a 15-step Python loop (every ORCID is a cache miss).
+    result = (12 - 2 * int(digits[:15], 13) % 11) % 11
+    return digits[15] == ("X" if result == 10 else str(result))
 
 
 @lru_cache(maxsize=4096)
@@ -90,6 +91,14 @@ def normalize_orcid(value: str | None) -> str | None:
     """Bare "0000-0002-1825-0097" from a bare id or any orcid.org URL; None if invalid."""
     if not value:
         return None
+    # Nearly every ORCID in a record is spelled "https://orcid.org/0000-0002-1825-0097":
+    # checked by slicing, it skips the regex (what the regex would find is the same).
+    plain = value[-19:]
+    if (plain[4:5] == plain[9:10] == plain[14:15] == "-" and value[:-19] in _ORCID_PREFIXES
+            and plain.isascii() and plain[18:] in _ORCID_CHECK_CHARS
+            and (digits := plain[:4] + plain[5:9] + plain[10:14] + plain[15:18]).isdigit()):
+        digits += plain[18].upper()
+        return plain.upper() if _orcid_checksum_ok(digits) else None
     match = _ORCID.search(value)
     if not match:
         return None
@@ -159,12 +168,21 @@ _ISO = re.compile(
 )
 
 
+# The forms iso_date returns unchanged: most dates in records are already written so.
+_CANONICAL_ISO = re.compile(
+    r"\d{4}(?:-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12]\d|3[01])(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
+    r"(?:Z|[+-]\d{2}:?\d{2})?)?)?)?"
+)
+
+
 def iso_date(value: str | None) -> str | None:
     """ISO 8601 date or date-time, partial dates kept partial ("2021", "2021-05"); None
     when the value is not a date. Single-digit months and days are zero-padded."""
     if not value:
         return None
     value = value.strip()
+    if _CANONICAL_ISO.fullmatch(value):
+        return value
     match = _ISO.match(value)
     if not match and "/" in value:  # "2020/01/31": slashes as separators, not a range
         match = _ISO.match(value.replace("/", "-"))

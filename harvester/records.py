@@ -22,10 +22,17 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from lxml import etree
-from pydantic import ValidationError
 
 from harvester import quirks
-from harvester.document import Document
+from harvester.document import (
+    Affiliation,
+    DateInfo,
+    Document,
+    Instrument,
+    Person,
+    RelatedIdentifier,
+    Subject,
+)
 from harvester.errors import RecordError
 from harvester.normalize import (
     access_right,
@@ -82,10 +89,10 @@ def parse_element(root: etree._Element, *, source: str, facility: str | None = N
     oai_identifier: str | None = None
     datestamp = ""
     payload: etree._Element | None = root
-    if _local(root.tag) == "record":
+    if _LOCAL[root.tag] == "record":
         header = metadata = None
-        for child in _children(root):
-            name = _local(child.tag)
+        for child in root[:]:
+            name = _LOCAL[child.tag]
             if name == "header":
                 header = child
             elif name == "metadata":
@@ -99,17 +106,17 @@ def parse_element(root: etree._Element, *, source: str, facility: str | None = N
         if payload is None:
             raise RecordError("record has no metadata", identifier=oai_identifier)
 
-    name = _local(payload.tag)
+    name = _LOCAL[payload.tag]
     if name == "oai_datacite":
         wrapper = payload
         payload = None
-        for child in _children(wrapper):
-            if _local(child.tag) == "payload":
+        for child in wrapper[:]:
+            if _LOCAL[child.tag] == "payload":
                 payload = _first_child(child)
         if payload is None:
             raise RecordError("oai_datacite wrapper without a payload resource",
                               identifier=oai_identifier)
-        name = _local(payload.tag)
+        name = _LOCAL[payload.tag]
 
     if name == "resource":
         fields = _map_datacite(payload)
@@ -121,64 +128,104 @@ def parse_element(root: etree._Element, *, source: str, facility: str | None = N
     pid = fields["pid"]
     if not pid and not oai_identifier:
         raise RecordError("record has no identifier")
-    if not fields.get("title"):
+    title = fields["title"]
+    if not title:
         raise RecordError("record has no title", identifier=oai_identifier or pid)
 
-    # A missing or empty header identifier (bare payloads; the ESS "broken id" record)
-    # falls back to the record's own pid: it is as stable across harvests as an OAI
-    # identifier, so re-harvesting the record updates the same document.
-    fields["oai_identifier"] = oai_identifier or pid
-    fields["pid"] = pid or oai_identifier
-    fields["datestamp"] = datestamp
-    fields["source"] = source
-    fields["metadata_prefix"] = metadata_prefix
+    get = fields.get
     # The facility: as configured for the source, else the hosting institution the record
     # names (an instrument record's publisher may be someone else), else the publisher.
-    fields["facility"] = (facility or fields.pop("hosting_institution", None)
-                          or fields.get("publisher"))
-    fields.pop("hosting_institution", None)
-    for instrument in fields.get("instruments", ()):
-        instrument["facility"] = fields["facility"]
-    try:
-        document = Document.model_validate(fields)
-    except ValidationError as exc:
-        raise RecordError(f"record does not fit the document model: {exc}",
-                          identifier=fields["oai_identifier"]) from exc
+    publisher = get("publisher")
+    the_facility = facility or get("hosting_institution") or publisher
+    # Every field, in declaration order, each of its declared type: Document.trusted
+    # skips validation (tests/test_document_build.py checks the output against it).
+    document = Document.trusted({
+        "source": source,
+        # A missing or empty header identifier (bare payloads; the ESS "broken id"
+        # record) falls back to the record's own pid: it is as stable across harvests
+        # as an OAI identifier, so re-harvesting the record updates the same document.
+        "oai_identifier": oai_identifier or pid,
+        "datestamp": datestamp,
+        "metadata_prefix": metadata_prefix,
+        "format": fields["format"],
+        "pid": pid or oai_identifier,
+        "doi": fields["doi"],
+        "title": title,
+        "summary": fields["summary"],
+        "keywords": fields["keywords"],
+        "subjects": fields["subjects"],
+        "license": fields["license"],
+        "license_uri": fields["license_uri"],
+        "rights": fields["rights"],
+        "access_rights": fields["access_rights"],
+        "is_public": fields["is_public"],
+        "release_date": fields["release_date"],
+        "publication_year": fields["publication_year"],
+        "creators": fields["creators"],
+        "contributors": fields["contributors"],
+        "publisher": publisher,
+        "facility": the_facility,
+        "instruments": [Instrument.trusted({"name": name, "pid": instrument_pid,
+                                            "facility": the_facility})
+                        for name, instrument_pid in fields["instruments"]],
+        "resource_type": get("resource_type"),
+        "resource_type_general": get("resource_type_general"),
+        "dates": fields["dates"],
+        "collection_start": get("collection_start"),
+        "collection_end": get("collection_end"),
+        "related_identifiers": fields["related_identifiers"],
+        "sizes": get("sizes") or [],
+        "formats": fields["formats"],
+        "language": get("language"),
+        "techniques": [],
+        "ontology_version": None,
+    })
     return quirks.apply(document, payload, source=source, facility=facility)
 
 
 # --- XML helpers ---------------------------------------------------------------------
 
-# Clark tag -> local name. Bounded: a hostile page could invent endless tags.
-_LOCAL_NAMES: dict[str, str] = {}
 
+class _LocalNames(dict[Any, str]):
+    """Clark tag ("{ns}title") -> local name ("title"), memoised: one C-level dict
+    lookup per element. Comments, processing instructions and (unexpanded) entity
+    references have a function as their tag: they map to "", which names nothing.
+    Bounded: a hostile page could invent endless tags."""
 
-def _local(tag: str) -> str:
-    name = _LOCAL_NAMES.get(tag)
-    if name is None:
+    def __missing__(self, tag: str) -> str:
         name = tag[tag.rfind("}") + 1:]
-        if len(_LOCAL_NAMES) < 4096:
-            _LOCAL_NAMES[tag] = name
-    return name
+        if len(self) < 4096:
+            self[tag] = name
+        return name
 
 
-def _children(el: etree._Element) -> list[etree._Element]:
-    """Element children only: comments, processing instructions and (unexpanded)
-    entity references have a non-str tag."""
-    return [child for child in el if child.tag.__class__ is str]
+_LOCAL = _LocalNames({etree.Comment: "", etree.PI: "", etree.Entity: ""})
+
+
+_ELEMENT = etree._Element
+_NOT_ELEMENTS = (etree._Comment, etree._ProcessingInstruction, etree._Entity)
+
+
+def _elements(el: etree._Element) -> list[etree._Element]:
+    """Element children only: no comments, processing instructions or (unexpanded)
+    entity references. Told apart by class, not by tag: the first `.tag` of a fresh
+    proxy formats a new "{namespace}name" string, the costliest lxml call here."""
+    children = el[:]  # one C call; iterating `el` costs more per child
+    for child in children:
+        if child.__class__ is not _ELEMENT and isinstance(child, _NOT_ELEMENTS):
+            return [c for c in children if not isinstance(c, _NOT_ELEMENTS)]
+    return children
 
 
 def _first_child(el: etree._Element) -> etree._Element | None:
-    for child in el:
-        if child.tag.__class__ is str:
-            return child
-    return None
+    children = _elements(el)
+    return children[0] if children else None
 
 
 def _deep_text(el: etree._Element) -> str:
     parts = [el.text or ""]
-    for child in el:
-        if child.tag.__class__ is str:  # <br/> in descriptions; entity refs stay unexpanded
+    for child in el[:]:
+        if not isinstance(child, _NOT_ELEMENTS):  # <br/> in descriptions; entity refs stay
             parts.append(_deep_text(child))
         parts.append(child.tail or "")
     return " ".join(parts)
@@ -200,8 +247,8 @@ def _text(el: etree._Element) -> str:
 
 def _header(header: etree._Element) -> tuple[str | None, str, bool]:
     identifier, datestamp = None, ""
-    for child in _children(header):
-        name = _local(child.tag)
+    for child in header[:]:
+        name = _LOCAL[child.tag]
         if name == "identifier":
             identifier = _text(child) or None
         elif name == "datestamp":
@@ -226,7 +273,7 @@ class _State:
     """What one pass over a DataCite resource collects before it becomes fields."""
 
     __slots__ = ("identifiers", "alternates", "titles", "descriptions", "rights", "dates",
-                 "publication_year", "fields", "instruments")
+                 "publication_year", "fields", "instruments", "related")
 
     def __init__(self) -> None:
         self.identifiers: list[tuple[str, str]] = []  # (identifierType, value)
@@ -234,12 +281,13 @@ class _State:
         self.titles: list[tuple[str | None, str]] = []  # (titleType, text)
         self.descriptions: list[tuple[str | None, str]] = []
         self.rights: list[_Rights] = []
-        self.dates: list[dict[str, Any]] = []
+        self.dates: list[DateInfo] = []
         self.publication_year: str | None = None
-        self.instruments: list[dict[str, Any]] = []
+        self.instruments: list[tuple[str, str | None]] = []  # (name, pid)
+        self.related: list[tuple[str, str | None, str | None]] = []  # (identifier, type, relation)
         self.fields: dict[str, Any] = {
             "creators": [], "contributors": [], "subjects": [], "keywords": [],
-            "related_identifiers": [], "sizes": [], "formats": [],
+            "sizes": [], "formats": [],
         }
 
 
@@ -250,25 +298,22 @@ def _identifier(el, st: _State) -> None:
 
 
 def _alternate_identifiers(el, st: _State) -> None:
-    for child in el:
-        if child.tag.__class__ is str:
-            value = _text(child)
-            if value:
-                st.alternates.append((child.get("alternateIdentifierType") or "", value))
+    for child in _elements(el):
+        value = _text(child)
+        if value:
+            st.alternates.append((child.get("alternateIdentifierType") or "", value))
 
 
 def _titles(el, st: _State) -> None:
-    for child in el:
-        if child.tag.__class__ is str:
-            text = _text(child)
-            if text:
-                st.titles.append((child.get("titleType"), text))
+    for child in _elements(el):
+        text = _text(child)
+        if text:
+            st.titles.append((child.get("titleType"), text))
 
 
 def _descriptions(el, st: _State) -> None:
-    for child in el:
-        if child.tag.__class__ is str:
-            _description(child, st)
+    for child in _elements(el):
+        _description(child, st)
 
 
 def _description(el, st: _State) -> None:
@@ -277,20 +322,15 @@ def _description(el, st: _State) -> None:
         st.descriptions.append((el.get("descriptionType"), text))
 
 
-_NAME_TAGS = frozenset({"creatorName", "contributorName"})
-
-
-def _person(el, role: str | None) -> dict[str, Any] | None:
+def _person(el, role: str | None) -> Person | None:
     full = ""
     name_type = given = family = orcid = None
     has_ror = False
-    affiliations: list[dict[str, Any]] = []
-    for child in el:
-        tag = child.tag
-        if tag.__class__ is not str:
-            continue
-        name = _LOCAL_NAMES.get(tag) or _local(tag)
-        if name in _NAME_TAGS:
+    affiliations: list[tuple[str, str | None]] = []  # (name, ror), in order, no repeats
+    local = _LOCAL
+    for child in el[:]:
+        name = local[child.tag]
+        if name == "creatorName" or name == "contributorName":
             full = _text(child)
             name_type = child.get("nameType")
         elif name == "affiliation":
@@ -300,8 +340,8 @@ def _person(el, role: str | None) -> dict[str, Any] | None:
         elif name == "nameIdentifier":
             value = _text(child)
             scheme = (child.get("nameIdentifierScheme") or "").upper()
-            scheme_uri = child.get("schemeURI") or ""
-            if scheme == "ORCID" or "orcid.org" in value or "orcid.org" in scheme_uri:
+            if (scheme == "ORCID" or "orcid.org" in value
+                    or "orcid.org" in (child.get("schemeURI") or "")):
                 orcid = orcid or normalize_orcid(value)
             elif scheme == "ROR" or "ror.org" in value:
                 has_ror = True
@@ -324,36 +364,37 @@ def _person(el, role: str | None) -> dict[str, Any] | None:
         split_given, split_family = split_name(full)
         given = given or split_given
         family = family or split_family
-    return {"full_name": full, "given_name": given, "family_name": family, "orcid": orcid,
-            "affiliations": affiliations, "role": role, "kind": kind}
+    return Person.trusted({
+        "full_name": full, "given_name": given, "family_name": family, "orcid": orcid,
+        "affiliations": [Affiliation.trusted({"name": name, "ror": ror})
+                         for name, ror in affiliations],
+        "role": role, "kind": kind})
 
 
-def _affiliation(el) -> dict[str, Any] | None:
+def _affiliation(el) -> tuple[str, str | None] | None:
     name = _text(el)
     identifier = el.get("affiliationIdentifier")
     ror = normalize_ror(identifier) if identifier else None
     if ror is None and "ror.org" in name:  # the ROR URL written as the name
         ror = normalize_ror(name)
     name = name or collapse(identifier)
-    return {"name": name, "ror": ror} if name else None
+    return (name, ror) if name else None
 
 
 def _creators(el, st: _State) -> None:
     people = st.fields["creators"]
-    for child in el:
-        if child.tag.__class__ is str:
-            person = _person(child, None)
-            if person:
-                people.append(person)
+    for child in _elements(el):
+        person = _person(child, None)
+        if person:
+            people.append(person)
 
 
 def _contributors(el, st: _State) -> None:
     people = st.fields["contributors"]
-    for child in el:
-        if child.tag.__class__ is str:
-            person = _person(child, child.get("contributorType"))
-            if person:
-                people.append(person)
+    for child in _elements(el):
+        person = _person(child, child.get("contributorType"))
+        if person:
+            people.append(person)
 
 
 def _publisher(el, st: _State) -> None:
@@ -371,31 +412,29 @@ def _resource_type(el, st: _State) -> None:
 
 def _subjects(el, st: _State) -> None:
     subjects, keywords = st.fields["subjects"], st.fields["keywords"]
-    for child in el:
-        if child.tag.__class__ is not str:
-            continue
+    for child in _elements(el):
         value = _text(child)
         if not value:
             continue
         scheme = child.get("subjectScheme")
-        subjects.append({"value": value, "scheme": scheme, "scheme_uri": child.get("schemeURI"),
-                         "value_uri": child.get("valueURI")})
+        subjects.append(Subject.trusted({"value": value, "scheme": scheme,
+                                         "scheme_uri": child.get("schemeURI"),
+                                         "value_uri": child.get("valueURI")}))
         if (not scheme or "keyword" in scheme.lower()) and value not in keywords:
             keywords.append(value)
 
 
 def _dates(el, st: _State) -> None:
-    for child in el:
-        if child.tag.__class__ is str:
-            _date(child, st)
+    for child in _elements(el):
+        _date(child, st)
 
 
 def _date(el, st: _State) -> None:
     raw = _text(el)
     if raw:
         start, end = date_range(raw)
-        st.dates.append({"type": el.get("dateType") or "Other", "start": start, "end": end,
-                         "raw": raw})
+        st.dates.append(DateInfo.trusted({"type": el.get("dateType") or "Other",
+                                          "start": start, "end": end, "raw": raw}))
 
 
 def _language(el, st: _State) -> None:
@@ -403,10 +442,8 @@ def _language(el, st: _State) -> None:
 
 
 def _related_identifiers(el, st: _State) -> None:
-    related = st.fields["related_identifiers"]
-    for child in el:
-        if child.tag.__class__ is not str:
-            continue
+    related = st.related
+    for child in _elements(el):
         value = _text(child)
         if not value:
             continue
@@ -414,23 +451,24 @@ def _related_identifiers(el, st: _State) -> None:
         relation = child.get("relationType")
         if id_type and id_type.upper() == "DOI":
             value = normalize_doi(value) or value
-        related.append({"identifier": value, "type": id_type, "relation": relation})
+        related.append((value, id_type, relation))
         # DataCite 4.4+: a dataset "IsCollectedBy" the instrument that produced it.
         if relation == "IsCollectedBy" and child.get("resourceTypeGeneral") == "Instrument":
-            st.instruments.append({"name": value, "pid": value})
+            st.instruments.append((value, value))
 
 
 def _related_items(el, st: _State) -> None:
-    for item in _children(el):
+    local = _LOCAL
+    for item in _elements(el):
         identifier = id_type = None
         title = first_title = None
-        for child in _children(item):
-            name = _local(child.tag)
+        for child in item[:]:
+            name = local[child.tag]
             if name == "relatedItemIdentifier":
                 identifier = _text(child) or None
                 id_type = child.get("relatedItemIdentifierType")
             elif name == "titles":
-                for title_el in _children(child):
+                for title_el in _elements(child):
                     text = _text(title_el)
                     if text and first_title is None:
                         first_title = text
@@ -439,16 +477,15 @@ def _related_items(el, st: _State) -> None:
         if identifier and (id_type or "").upper() == "DOI":
             identifier = normalize_doi(identifier) or identifier
         if identifier:
-            entry = {"identifier": identifier, "type": id_type,
-                     "relation": item.get("relationType")}
-            if entry not in st.fields["related_identifiers"]:
-                st.fields["related_identifiers"].append(entry)
+            entry = (identifier, id_type, item.get("relationType"))
+            if entry not in st.related:
+                st.related.append(entry)
         if item.get("relatedItemType") == "Instrument" and (title or first_title or identifier):
-            st.instruments.append({"name": title or first_title or identifier, "pid": identifier})
+            st.instruments.append((title or first_title or identifier, identifier))
 
 
 def _texts(el) -> list[str]:
-    return [text for child in el if child.tag.__class__ is str and (text := _text(child))]
+    return [text for child in _elements(el) if (text := _text(child))]
 
 
 def _sizes(el, st: _State) -> None:
@@ -466,9 +503,8 @@ def _format(el, st: _State) -> None:  # OpenAIRE: dc:format directly under the r
 
 
 def _rights_list(el, st: _State) -> None:
-    for child in el:
-        if child.tag.__class__ is str:
-            _rights(child, st)
+    for child in _elements(el):
+        _rights(child, st)
 
 
 def _rights(el, st: _State) -> None:
@@ -504,29 +540,33 @@ _DATACITE: dict[str, Callable[[Any, _State], None]] = {
     "rights": _rights,  # kernel 2.x: <rights> directly under <resource>
     "licenseCondition": _license_condition,
 }
-# The same handlers keyed by Clark tag ("{ns}titles"), filled as tags are met, so the
-# walk over a resource's children costs one dict lookup each. Bounded like _LOCAL_NAMES.
-_DATACITE_BY_TAG: dict[str, Callable[[Any, _State], None] | None] = {}
+
+
+class _Handlers(dict[Any, Callable[[Any, _State], None] | None]):
+    """The same handlers keyed by Clark tag ("{ns}titles"), filled as tags are met, so
+    the walk over a resource's children costs one dict lookup each. Non-element
+    children (their tag is a function) have none. Bounded like _LOCAL."""
+
+    def __missing__(self, tag: Any) -> Callable[[Any, _State], None] | None:
+        handler = _DATACITE.get(_LOCAL[tag])
+        if len(self) < 4096:
+            self[tag] = handler
+        return handler
+
+
+_DATACITE_BY_TAG = _Handlers()
 
 
 def _map_datacite(resource: etree._Element) -> dict[str, Any]:
     st = _State()
     by_tag = _DATACITE_BY_TAG
-    for child in resource:
-        tag = child.tag
-        if tag.__class__ is not str:
-            continue
-        try:
-            handler = by_tag[tag]
-        except KeyError:
-            handler = _DATACITE.get(_local(tag))
-            if len(by_tag) < 4096:
-                by_tag[tag] = handler
+    for child in resource[:]:
+        handler = by_tag[child.tag]
         if handler is not None:
             handler(child, st)
     fields = st.fields
     fields["hosting_institution"] = next(
-        (p["full_name"] for p in fields["contributors"] if p["role"] == "HostingInstitution"), None)
+        (p.full_name for p in fields["contributors"] if p.role == "HostingInstitution"), None)
 
     doi = None
     for id_type, value in st.identifiers:
@@ -546,6 +586,10 @@ def _map_datacite(resource: etree._Element) -> dict[str, Any]:
     _apply_rights(fields, st.rights)
     _apply_dates(fields, st.dates, year_of(st.publication_year))
     fields["instruments"] = _merge_instruments(st.instruments) if st.instruments else []
+    fields["related_identifiers"] = [
+        RelatedIdentifier.trusted({"identifier": identifier, "type": id_type,
+                                   "relation": relation})
+        for identifier, id_type, relation in st.related]
     fields["format"] = "openaire" if _is_openaire(resource) else "datacite"
     return fields
 
@@ -604,38 +648,38 @@ def _apply_rights(fields: dict[str, Any], rights: list[_Rights]) -> None:
     fields["is_public"] = None if access is None else access == "open"
 
 
-def _apply_dates(fields: dict[str, Any], dates: list[dict[str, Any]],
+def _apply_dates(fields: dict[str, Any], dates: list[DateInfo],
                  publication_year: int | None) -> None:
     fields["dates"] = dates
     for date in dates:
-        if date["type"] == "Collected":
-            fields["collection_start"], fields["collection_end"] = date["start"], date["end"]
+        if date.type == "Collected":
+            fields["collection_start"], fields["collection_end"] = date.start, date.end
             break
     if publication_year is None:  # ESRF: no publicationYear; B2FIND falls back the same way
         for date_type in _DATE_YEAR_FALLBACK:
             publication_year = next(
-                (year_of(d["start"]) for d in dates if d["type"] == date_type and d["start"]), None)
+                (year_of(d.start) for d in dates if d.type == date_type and d.start), None)
             if publication_year:
                 break
     fields["publication_year"] = publication_year
     release = None
     for date_type in _RELEASE_TYPES:
         # the most precise of the dates of that type ("2018-01-18" beats "2018")
-        starts = [d["start"] for d in dates if d["type"] == date_type and d["start"]]
+        starts = [d.start for d in dates if d.type == date_type and d.start]
         if starts:
             release = max(starts, key=len)
             break
     fields["release_date"] = release or (str(publication_year) if publication_year else None)
 
 
-def _merge_instruments(instruments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _merge_instruments(instruments: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
     """One instrument per pid, keeping a real name over a name that is only the pid."""
-    merged: dict[str, dict[str, Any]] = {}
-    for instrument in instruments:
-        key = instrument.get("pid") or instrument["name"]
+    merged: dict[str, tuple[str, str | None]] = {}
+    for name, pid in instruments:
+        key = pid or name
         known = merged.get(key)
-        if known is None or (known["name"] == known.get("pid") and instrument["name"] != key):
-            merged[key] = instrument
+        if known is None or (known[0] == known[1] and name != key):
+            merged[key] = (name, pid)
     return list(merged.values())
 
 
@@ -656,7 +700,7 @@ _EU_REPO_DATES = {"embargoend": "Available", "accepted": "Accepted", "issued": "
                   "available": "Available", "created": "Created", "updated": "Updated"}
 
 
-def _dc_date(raw: str) -> dict[str, Any]:
+def _dc_date(raw: str) -> DateInfo:
     date_type, value = "Issued", raw  # a plain dc:date is the publication date
     if raw.startswith("info:eu-repo/date/"):
         parts = raw.split("/")
@@ -668,15 +712,17 @@ def _dc_date(raw: str) -> dict[str, Any]:
         if sep and label.strip().lower() in _DATE_TYPES:  # viringo: "Issued: 2018-01-18"
             date_type, value = _DATE_TYPES[label.strip().lower()], rest.strip()
     start, end = date_range(value)
-    return {"type": date_type, "start": start, "end": end, "raw": raw}
+    return DateInfo.trusted({"type": date_type, "start": start, "end": end, "raw": raw})
 
 
 def _map_dc(dc: etree._Element) -> dict[str, Any]:
     values: dict[str, list[str]] = {}
-    for child in _children(dc):
-        text = _text(child)
-        if text:
-            values.setdefault(_local(child.tag), []).append(text)
+    for child in dc[:]:
+        name = _LOCAL[child.tag]
+        if name:
+            text = _text(child)
+            if text:
+                values.setdefault(name, []).append(text)
     get = values.get
 
     identifiers = get("identifier", [])
@@ -687,14 +733,16 @@ def _map_dc(dc: etree._Element) -> dict[str, Any]:
     for subject in get("subject", []):
         if subject not in keywords:
             keywords.append(subject)
-    related = []
+    related: list[RelatedIdentifier] = []
     for relation in get("relation", []):
         related_doi = normalize_doi(relation)
         if related_doi:
-            related.append({"identifier": related_doi, "type": "DOI"})
+            identifier, id_type = related_doi, "DOI"
         else:
             is_url = relation.lower().startswith(("http://", "https://"))
-            related.append({"identifier": relation, "type": "URL" if is_url else None})
+            identifier, id_type = relation, "URL" if is_url else None
+        related.append(RelatedIdentifier.trusted(
+            {"identifier": identifier, "type": id_type, "relation": None}))
     general = resource_type = None
     for dc_type in get("type", []):
         canonical = _GENERAL_TYPES.get(dc_type.lower())
@@ -710,7 +758,8 @@ def _map_dc(dc: etree._Element) -> dict[str, Any]:
         "title": (get("title") or [None])[0],
         "summary": _summary([(None, d) for d in get("description", [])]),
         "keywords": keywords,
-        "subjects": [{"value": k} for k in keywords],
+        "subjects": [Subject.trusted({"value": k, "scheme": None, "scheme_uri": None,
+                                      "value_uri": None}) for k in keywords],
         "creators": creators,
         "contributors": contributors,
         "publisher": (get("publisher") or [None])[0],
@@ -726,6 +775,7 @@ def _map_dc(dc: etree._Element) -> dict[str, Any]:
     return fields
 
 
-def _dc_person(full_name: str) -> dict[str, str | None]:
+def _dc_person(full_name: str) -> Person:
     given, family = split_name(full_name)
-    return {"full_name": full_name, "given_name": given, "family_name": family}
+    return Person.trusted({"full_name": full_name, "given_name": given, "family_name": family,
+                           "orcid": None, "affiliations": [], "role": None, "kind": None})
