@@ -25,6 +25,7 @@ the daemon's view for `pan-harvester status`, rewritten atomically.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -34,8 +35,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,10 +50,10 @@ from apscheduler.util import undefined
 
 from harvester import handoff, sdnotify
 from harvester.config import Settings, parse_schedule
-from harvester.errors import HarvesterError, LockedError
+from harvester.errors import HarvesterError
 from harvester.harvest import Harvester, HarvestRequest, Progress, SourceResult
 from harvester.http import HTTPClient
-from harvester.locks import holder
+from harvester.locks import exclusive_lock, holder
 from harvester.service import Metrics, StateCollector, StatusServer
 from harvester.store import Store, utcnow
 
@@ -106,26 +106,10 @@ def read_daemon_state(data_dir: Path) -> dict[str, dict[str, Any]] | None:
     return None if info is None else info.get("sources", {})
 
 
-@contextmanager
-def _daemon_lock(data_dir: Path) -> Iterator[None]:
-    path = Path(data_dir) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(f"a daemon already runs on {data_dir} (pid {path.read_text().strip() or '?'})"
-                              ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+def _daemon_lock(data_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """One daemon per data directory; the CLI finds it by this lock."""
+    return exclusive_lock(Path(data_dir) / LOCK_FILE, wait=0, content=f"{os.getpid()}\n",
+                          busy=f"a daemon already runs on {data_dir}: pid")
 
 
 # -- schedules ----------------------------------------------------------------

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,11 +25,11 @@ def lock_path(data_dir: Path, source: str) -> Path:
 
 
 @contextmanager
-def source_lock(data_dir: Path, source: str, *, wait: float | None = 0.0, purpose: str = "harvest",
-                stop: threading.Event | None = None) -> Iterator[None]:
-    """Hold the source's lock. `wait`: seconds to wait for it (None: forever,
-    0: fail at once with LockedError)."""
-    path = lock_path(data_dir, source)
+def exclusive_lock(path: Path, *, wait: float | None = 0.0, stop: threading.Event | None = None,
+                   content: str = "", busy: str = "locked by another process") -> Iterator[None]:
+    """Hold an flock on `path`, writing `content` into it while held. `wait`:
+    seconds to wait for it (None: forever, 0: fail at once with LockedError
+    carrying `busy` and the holder's content)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -39,14 +40,13 @@ def source_lock(data_dir: Path, source: str, *, wait: float | None = 0.0, purpos
                 break
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise LockedError(
-                        f"source {source!r} is being harvested by another process ({holder(data_dir, source)})"
-                    ) from None
+                    held_by = path.read_text().strip() or "unknown"
+                    raise LockedError(f"{busy} ({held_by})") from None
                 if stop is not None and stop.is_set():
-                    raise LockedError(f"stopped while waiting for the lock of {source!r}") from None
+                    raise LockedError(f"stopped while waiting: {busy}") from None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {purpose}\n".encode())
+        os.write(fd, content.encode())
         try:
             yield
         finally:
@@ -54,6 +54,14 @@ def source_lock(data_dir: Path, source: str, *, wait: float | None = 0.0, purpos
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def source_lock(data_dir: Path, source: str, *, wait: float | None = 0.0, purpose: str = "harvest",
+                stop: threading.Event | None = None) -> "contextlib.AbstractContextManager[None]":
+    """Hold the source's lock (see exclusive_lock for `wait`)."""
+    return exclusive_lock(lock_path(data_dir, source), wait=wait, stop=stop,
+                          content=f"{os.getpid()} {purpose}\n",
+                          busy=f"source {source!r} is being harvested by another process")
 
 
 def holder(data_dir: Path, source: str) -> str | None:

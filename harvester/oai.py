@@ -13,7 +13,6 @@ repaired and counted; a page that still does not parse raises `PageError`.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,19 +23,10 @@ from sickle.iterator import OAIResponseIterator
 
 from harvester.errors import OAI_ERRORS, OAIError, PageError
 from harvester.http import HTTPClient, Response
+from harvester.safexml import safe_parser
 
 OAI_NS = "{http://www.openarchives.org/OAI/2.0/}"
 
-_parsers = threading.local()  # lxml parsers must not be shared between threads
-
-
-def safe_parser() -> etree.XMLParser:
-    parser = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = _parsers.parser = etree.XMLParser(
-            resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
-            huge_tree=False, remove_blank_text=False, recover=False)
-    return parser
 
 
 # Control characters XML 1.0 forbids (all but tab, LF, CR), raw or as character
