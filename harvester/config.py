@@ -125,6 +125,7 @@ class Settings(_Strict):
     contact: str | None = None  # sent as the From header; facilities ask harvesters for one
     user_agent: str = "pan-harvester/0.1 (+https://github.com/pan-harvester)"
     ontology: str | None = None  # path or URL of PaNET; None: the cached copy in data_dir
+    ontology_autofetch: bool = True  # no ontology configured or cached: fetch the official one on first use
     es_url: str | None = None  # None: the embedded SQLite index
     index_alias: str = "pan-datasets"
     es_mapping: str | None = None  # an operator's richer Elasticsearch mapping file; None: the shipped one

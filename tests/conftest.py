@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import os
+
 import pytest
+
+# No test reaches outside this machine: PaNET comes from ../shared/ontology, never
+# from purl.org (subprocesses inherit this too).
+os.environ["PAN_HARVESTER_ONTOLOGY_AUTOFETCH"] = "false"
 
 # Elasticsearch and index fixtures (the real server started by .ci/run or scripts/elasticsearch).
 pytest_plugins = ["tests.conftest_index"]

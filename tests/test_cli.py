@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 import pytest
@@ -81,3 +82,34 @@ def test_unknown_source_is_an_error(tmp_path):
 def test_harvest_rejects_contradictory_options(tmp_path, args):
     result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "harvest", *args])
     assert result.exit_code == 2
+
+
+def test_first_use_fetches_panet_once(tmp_path, monkeypatch):
+    """A new machine: no ontology configured or cached; the first command that
+    needs PaNET fetches it (here from loopback instead of purl.org)."""
+    import functools
+    import http.server
+    import threading
+
+    import harvester.ontology
+    from harvester.ontology import fetched_path
+
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "ontology"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shared))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(harvester.ontology, "DEFAULT_URL", f"http://127.0.0.1:{httpd.server_port}/PaNET.owl")
+        monkeypatch.setenv("PAN_HARVESTER_ONTOLOGY_AUTOFETCH", "true")
+        data = tmp_path / "data"
+        result = invoke("--data-dir", str(data), "techniques", "match", "SAXS of a polymer melt", "--json")
+        assert "PaNET01188" in result.output or "small angle x-ray scattering" in result.output.lower()
+        assert fetched_path(data) is not None and fetched_path(data).is_file()
+        monkeypatch.setenv("PAN_HARVESTER_ONTOLOGY_AUTOFETCH", "false")
+        # Off, with nothing cached: a clear error naming what to do.
+        result = CliRunner().invoke(main, ["--data-dir", str(tmp_path / "other"), "techniques", "match", "SAXS"])
+        assert result.exit_code != 0 and "ontology fetch" in result.output
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from harvester import __version__
 from harvester.config import Settings, load_settings
-from harvester.errors import ConfigError, HarvesterError
+from harvester.errors import ConfigError, HarvesterError, OntologyError
 from harvester.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,9 +50,19 @@ class AppContext:
 
     def ontology(self) -> Any:
         if self._ontology is None:
-            from harvester.techniques import default_ontology
+            from harvester.ontology import DEFAULT_URL, default_ontology, fetch_ontology, fetched_path
 
-            self._ontology = default_ontology(self.settings.data_dir, self.settings.ontology)
+            settings = self.settings
+            if settings.ontology_autofetch and not settings.ontology and fetched_path(settings.data_dir) is None:
+                # First use on a new machine: do what `ontology fetch` would, once.
+                logging.getLogger(__name__).warning("no PaNET ontology yet: fetching %s", DEFAULT_URL)
+                try:
+                    fetch_ontology(DEFAULT_URL, settings.data_dir)
+                except HarvesterError as exc:
+                    raise OntologyError(
+                        f"no PaNET ontology configured or cached, and fetching {DEFAULT_URL} failed ({exc}); "
+                        "set --ontology / PAN_HARVESTER_ONTOLOGY to a PaNET file or URL") from None
+            self._ontology = default_ontology(settings.data_dir, settings.ontology)
         return self._ontology
 
     def tagger(self) -> Any:
