@@ -400,6 +400,8 @@ class OAIServer:
         self.requests: list[Logged] = []
         # (client address, request headers) of every request: who asked, over which connection.
         self.clients: list[tuple[tuple[str, int], dict[str, str]]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0  # most requests being answered at one moment
         if now is None:
             latest = max((_full(r.datestamp) for r in self._records),
                          default="2024-12-31T00:00:00Z")
@@ -939,6 +941,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(self.rfile.read(length))
 
     def _serve(self, body: bytes) -> None:
+        oai = self.oai
+        with oai._lock:
+            oai.in_flight += 1
+            oai.max_in_flight = max(oai.max_in_flight, oai.in_flight)
+        try:
+            self._answer(body)
+        finally:
+            with oai._lock:
+                oai.in_flight -= 1
+
+    def _answer(self, body: bytes) -> None:
         self.oai.clients.append((self.client_address, dict(self.headers.items())))
         reply = self.oai.handle(self.command, self.path, body,
                                 self.headers.get("Accept-Encoding", ""))

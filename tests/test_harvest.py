@@ -428,3 +428,22 @@ def test_http_manners_user_agent_from_gzip_keep_alive(server, lab):
         assert "gzip" in headers["Accept-Encoding"]
     # Keep-alive: a dozen requests over one connection, not one each.
     assert len({address for address, _ in server.clients}) == 1
+
+
+def test_one_request_at_a_time_per_host(tmp_path):
+    """Two sources on one server harvest in parallel threads, yet the host sees
+    one request at a time; a source on another host is not held up by them."""
+    with OAIServer(make_records(300, seed=41, sets=("a", "b")), page_size=50) as shared, \
+            OAIServer(make_records(300, seed=42), page_size=50) as alone:
+        shared.faults.append(Slow(seconds=0.05, times=None))
+        alone.faults.append(Slow(seconds=0.05, times=None))
+        settings, _ = settings_for(tmp_path, {
+            "one": {"url": shared.url, "sets": ["a"]}, "two": {"url": shared.url, "sets": ["b"]},
+            "other": {"url": alone.url.replace("127.0.0.1", "localhost")},
+        })
+        harvester = Harvester(settings)
+        results = harvester.harvest_many(settings.enabled_sources())
+        harvester.http.close()
+        assert {r.status for r in results} == {"ok"}
+        assert shared.max_in_flight == 1
+        assert len(shared.requests) >= 10  # two Identify, four pages per set
