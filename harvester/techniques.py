@@ -12,14 +12,38 @@ Evidence, most certain first (``TechniqueTag.method``):
 4. ``instrument`` (weak): the record's instrument is built for a technique
    (ILL D22 -> SANS), from ``ontology/instruments.toml``;
 5. ``facility`` (weak): a facility with a single probe (ILL -> neutron probe
-   technique), from ``ontology/facilities.toml``.
+   technique), from ``ontology/facilities.toml``, and only when nothing above
+   found a technique: next to a named technique a probe adds nothing, and
+   PaNET does not place every technique under its probe.
 
 Names come from PaNET (labels and skos:altLabel of five-digit technique
 classes only) plus ``ontology/synonyms.toml``; ``ontology/stoplist.toml`` lists
-phrases that only look like techniques. All names are compiled once into a
-dict of token tuples; a scan is one dict probe per token that can start a name,
-longest match first, so "grazing incidence small angle x-ray scattering" is
-GISAXS and not also SAXS.
+phrases that only look like techniques and the words after which a technique
+is named without being used ("compared to X-ray diffraction").
+
+How free text is read: facility text names techniques in a few set ways, and
+each has a rule here rather than a synonym per combination.
+
+* Longest match: "grazing incidence small angle x-ray scattering" is GISAXS
+  and not also SAXS; a stop phrase that wins hides what it covers
+  ("diffraction limit", "neutron star").
+* Coordination: "small angle neutron and X-ray scattering", "X-ray and neutron
+  reflectometry", "single crystal and powder X-ray diffraction" share a
+  modifier or a head between two names; both are tagged when both are names.
+* Fillers: "phase-contrast synchrotron tomography" is phase contrast
+  tomography ("synchrotron", "based" may stand inside a name).
+* Comparison and negation: a name right after "compared to", "unlike",
+  "instead of", "is not a"... in the same clause is a technique the record
+  measures against, not one it used (``[not_used_after]`` in the stoplist).
+
+Speed (a harvest tags every record): names are compiled once into a trie of
+token keys. A text is cut into tokens by one bytes.translate and one split
+(ASCII; a regex otherwise), title and abstract in one pass; a set test on the
+tokens as written rejects text without technique words, and only positions
+where a name may begin (one token, or a pair of tokens, found in precomputed
+sets) are walked in the trie. Token keys, subjects, instruments and facilities
+are memoised (they repeat across records); character offsets for the evidence
+text are computed for matches only.
 """
 
 from __future__ import annotations
@@ -28,14 +52,13 @@ import itertools
 import re
 import tomllib
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from harvester.document import Document, Subject, TechniqueTag
 from harvester.errors import OntologyError
-from harvester.resources import project_dir
 from harvester.ontology import (  # re-exported: callers may import everything from here
     DEFAULT_URL,
     Ontology,
@@ -44,21 +67,58 @@ from harvester.ontology import (  # re-exported: callers may import everything f
     fetch_ontology,
     load_ontology,
     norm_name,
-    technique_id,
 )
+from harvester.resources import project_dir
 
 __all__ = ["DEFAULT_URL", "Ontology", "Tagger", "Technique", "default_ontology", "fetch_ontology",
            "default_knowledge_dir", "load_ontology"]
 
 STRENGTH = {"iri": 0, "subject": 1, "text": 2, "instrument": 3, "facility": 4}
 _FIELD_ORDER = {"subjects": 0, "keywords": 1, "title": 2, "summary": 3, "instrument": 4, "facility": 5}
-_WEAK = {"instrument", "facility"}
+_WEAK = frozenset({"instrument", "facility"})
 
-# Word tokens, plus the punctuation a technique name never spans (a phrase
-# must not run across "x-ray. Scattering").
-_TOKEN = re.compile(r"[^\W_]+|[.,;:!?()\[\]{}]")
+# Tokens: runs of letters and digits; "." for any punctuation a technique name
+# never spans (a phrase must not run across "x-ray. Scattering" or "(SAXS)");
+# "/" and "&", which join names ("SAXS/WAXS"). ASCII text (most records) is cut
+# by one bytes.translate and a split, several times faster than a regex.
+# "\x00" separates the title from the abstract when both are read in one pass.
+_STOP_CHARS = ".,;:!?()[]{}"
+_FIELD_SEP = "\x00"
+_ASCII = bytes(c if chr(c).isalnum() or chr(c) in "/&\x00" else ord(".") if chr(c) in _STOP_CHARS else ord(" ")
+               for c in range(128)) + bytes(128)
+_STOPS = re.compile(r"[.,;:!?()\[\]{}]")
+_TOKEN = re.compile(r"[^\W_]+|[./&\x00]")  # after _STOPS has turned stop characters into "."
+_PUNCT = "."
+_BREAKS = frozenset((_PUNCT, _FIELD_SEP))
 _BREAK = "\x00"
-_CONNECTORS = frozenset({"and", "or"})  # allowed between names in a subject ("SAXS and WAXS")
+_SEP = "\x01"  # joins tokens for one lower() call; no token holds it
+_END = ""  # trie slot of a name's entry; no key is empty
+_CONNECTORS = frozenset({"and", "or", "/"})  # "&" reads as "and"
+
+
+def _cased(words: Iterable[str]) -> frozenset[str]:
+    """Words as running text writes them: lower case, Capitalized, UPPER CASE.
+
+    The first tests on a text compare its tokens as written against these, which
+    saves lower-casing every token of every text ("sMALL" is not looked at)."""
+    return frozenset(v for w in words for v in (w, w.upper(), w[:1].upper() + w[1:]))
+
+
+_CONNECTORS_CASED = _cased(_CONNECTORS | {"&"})
+_COORD_WINDOW = 5  # tokens looked at on each side of a connector
+_CACHE_LIMIT = 50_000  # per memo; cleared when full (keywords and instruments repeat a lot)
+
+_new_tag: Callable[[dict[str, Any]], TechniqueTag] = getattr(TechniqueTag, "trusted", None) or (
+    lambda values: TechniqueTag.model_construct(**values))
+
+
+def _copy(doc: Document, update: dict[str, Any]) -> Document:
+    # Document.trusted takes the values as they are: the document was valid and
+    # the update is typed here (cheaper than model_copy, next to a ~15 us tag()).
+    trusted = getattr(Document, "trusted", None)
+    if trusted is None:
+        return doc.model_copy(update=update)
+    return trusted({**doc.__dict__, **update})
 
 
 def default_knowledge_dir() -> Path:
@@ -76,52 +136,98 @@ def _nfkc(text: str) -> str:
     return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
 
 
+def _indices(seq: list[str], item: str) -> Iterator[int]:
+    i = -1
+    try:
+        while True:
+            i = seq.index(item, i + 1)
+            yield i
+    except ValueError:
+        return
+
+
 class _Entry(NamedTuple):
     iris: tuple[str, ...]  # empty for a stop phrase
     priority: int  # lower wins when two names give the same key
 
 
-class _Match(NamedTuple):
-    iris: tuple[str, ...]
-    start: int
-    end: int
+# A name found in a text: (iris, first token, last token (inclusive), order). The
+# order sorts the tags of one field: token position, coordinated names side by
+# side. A plain tuple: a NamedTuple costs a Python-level call per match.
+_Match = tuple[tuple[str, ...], int, int, int]
 
 
 class _Phrases:
-    """A dict of token-tuple keys with longest-match scanning."""
+    """Names as token-tuple keys, for longest-match lookup."""
 
     def __init__(self) -> None:
         self.table: dict[tuple[str, ...], _Entry] = {}
-        self.first: dict[str, int] = {}  # token -> longest key starting with it
+        self.follow: dict[str, frozenset[str] | None] = {}  # see finish()
+        self.starts: frozenset[str] = frozenset()
+        self.singles: frozenset[str] = frozenset()  # tokens that may be a name alone ("SAXS", "Xray")
+        self.pairs: frozenset[tuple[str, str]] = frozenset()  # token pairs that may begin a longer name
+        self.trie: dict[str, Any] = {}  # key -> child node; _END -> the _Entry of the name ending here
 
     def add(self, key: tuple[str, ...], iris: tuple[str, ...], priority: int) -> None:
-        if not key:
+        if not key or _BREAK in key:  # a name never spans punctuation in text either
             return
         old = self.table.get(key)
         if old is None or priority < old.priority:
             self.table[key] = _Entry(iris, priority)
         elif priority == old.priority and iris and old.iris:
             self.table[key] = _Entry(tuple(dict.fromkeys(old.iris + iris)), priority)
-        self.first[key[0]] = max(self.first.get(key[0], 0), len(key))
 
-    def scan(self, keys: list[str], spans: list[tuple[int, int]]) -> list[_Match]:
-        out: list[_Match] = []
-        first, table, n, i = self.first, self.table, len(keys), 0
-        while i < n:
-            longest = first.get(keys[i])
-            if longest:
-                for length in range(min(longest, n - i), 0, -1):
-                    entry = table.get(tuple(keys[i:i + length]))
-                    if entry is not None:
-                        if entry.iris:
-                            out.append(_Match(entry.iris, spans[i][0], spans[i + length - 1][1]))
-                        i += length
-                        break
-                else:
-                    i += 1
-            else:
-                i += 1
+    def finish(self, spelling: dict[str, tuple[str, ...]], fillers: frozenset[str]) -> None:
+        """Build the cheap first test: which lower-case words can begin a name here,
+        and which words may follow them (None: the word alone may be a name)."""
+        keys = {tuple(k.lower() for k in key) for key in self.table}
+        singles = {key[0] for key in keys if len(key) == 1}
+        seconds: dict[str, set[str]] = {}
+        for key in keys:
+            if len(key) > 1:
+                seconds.setdefault(key[0], set()).add(key[1])
+        written: dict[str, set[str]] = {}  # key -> the words that spell it first ("xray" -> "x")
+        for word in {key[0] for key in keys} | {key[1] for key in keys if len(key) > 1}:
+            written.setdefault(word, set()).add(word)
+        for word, spelled in spelling.items():
+            written.setdefault(spelled[0], set()).add(word)
+        self.follow = {}
+        for first in singles | set(seconds):
+            for word in written.get(first, ()):
+                spelled = spelling.get(word, (word,))
+                if len(spelled) > 1 or spelled[0] in singles:
+                    self.follow[word] = None
+                elif self.follow.get(word, ()) is not None:
+                    after = {w for second in seconds.get(spelled[0], ()) for w in written.get(second, ())}
+                    self.follow[word] = frozenset(after | fillers | set(self.follow.get(word) or ()))
+        # the same sets in the case forms of running text, plus names as written ("μSR")
+        written_firsts = {key[0] for key in self.table}
+        self.starts = _cased(self.follow) | written_firsts
+        self.singles = _cased(w for w, after in self.follow.items() if after is None) | {
+            key[0] for key in self.table if len(key) == 1}
+        self.pairs = frozenset((v, b) for w, after in self.follow.items() if after is not None
+                               for v in _cased([w]) for b in _cased(after)) | {
+            key[:2] for key in self.table if len(key) > 1}  # type: ignore[misc]
+        self.trie = {}
+        for key, entry in self.table.items():
+            node = self.trie
+            for part in key:
+                node = node.setdefault(part, {})
+            node[_END] = entry
+
+    def candidates(self, tokens: list[str]) -> list[int]:
+        """Positions where a name may begin, in order: a token that may be a name alone,
+        or a pair of tokens that may begin a longer one (set lookups, no trie walk)."""
+        singles, pairs = self.singles, self.pairs
+        out = [i for i, pair in enumerate(zip(tokens, tokens[1:])) if pair in pairs or pair[0] in singles]
+        if tokens and tokens[-1] in singles:
+            out.append(len(tokens) - 1)
         return out
+
+    def names(self, key: tuple[str, ...]) -> tuple[str, ...]:
+        """The techniques ``key`` names (empty for stop phrases and non-names)."""
+        entry = self.table.get(key)
+        return entry.iris if entry is not None else ()
 
 
 @dataclass
@@ -129,10 +235,12 @@ class _Knowledge:
     synonyms: dict[str, list[str]]
     spelling: dict[str, tuple[str, ...]]
     split: dict[str, tuple[str, ...]]
+    fillers: frozenset[str]
     stop_phrases: list[str]
     stop_acronyms: frozenset[str]
     subject_only: frozenset[str]
     never: frozenset[str]
+    not_used_after: dict[str, int]  # cue phrase -> how many words may stand between it and the name
     probes: dict[str, str]
     facilities: dict[str, list[str]]  # normalised facility name -> probe names
     facility_keys: dict[str, str]  # normalised facility name -> facility key
@@ -179,14 +287,19 @@ def load_knowledge(directory: Path) -> _Knowledge:
                    for name, ids in table.items()}
         for facility, table in ins.get("instrument", {}).items()
     }
+    cues = stop.get("not_used_after", {})
+    if not all(isinstance(v, int) and v >= 0 for v in cues.values()):
+        raise OntologyError(f"stoplist.toml [not_used_after]: expected phrase = number of words, got {cues!r}")
     return _Knowledge(
         synonyms={p: _ids(v, f"synonyms.toml {p!r}") for p, v in syn.get("phrases", {}).items()},
         spelling={k: tuple(v.split()) for k, v in syn.get("spelling", {}).items()},
         split={k: tuple(v.split()) for k, v in syn.get("split", {}).items()},
+        fillers=frozenset(w.lower() for w in syn.get("fillers", [])),
         stop_phrases=list(stop.get("phrases", [])),
         stop_acronyms=frozenset(stop.get("acronyms", [])),
         subject_only=frozenset(norm_name(n) for n in stop.get("text_only_as_subject", [])),
         never=frozenset(norm_name(n) for n in stop.get("never", [])),
+        not_used_after=dict(cues),
         probes=dict(fac.get("probes", {})),
         facilities=facilities,
         facility_keys=facility_keys,
@@ -198,12 +311,52 @@ def load_knowledge(directory: Path) -> _Knowledge:
     )
 
 
-class _Hit(NamedTuple):
-    rank: tuple[int, int, int]
-    iri: str
-    method: str
-    field: str
-    text: str
+# One piece of evidence: (strength, field order, position, iri, method, field, text);
+# a plain tuple, so that sorting it sorts by rank.
+_Hit = tuple[int, int, int, str, str, str, str]
+
+
+def _token_at(text: str, token: str, nth: int, pos: int) -> int:
+    """Offset of the nth (from 0) whole-token occurrence of ``token`` at or after ``pos``
+    (whole: no letter or digit right before or after, so "ray" is not in "xray")."""
+    size, stop = len(token), len(text)
+    pos -= 1
+    while True:
+        pos = text.find(token, pos + 1)
+        assert pos >= 0  # the tokens came from this text
+        after = pos + size
+        if (pos == 0 or not text[pos - 1].isalnum()) and (after == stop or not text[after].isalnum()):
+            if not nth:
+                return pos
+            nth -= 1
+
+
+class _Text:
+    """One text cut into tokens (each a substring of ``text``); lower-case forms on demand."""
+
+    __slots__ = ("text", "tokens", "_lower")
+
+    def __init__(self, text: str) -> None:
+        if text.isascii():
+            spaced = text.encode().translate(_ASCII).decode()
+            if "." in spaced:
+                spaced = spaced.replace(".", " . ")
+            if "/" in spaced or "&" in spaced or _FIELD_SEP in spaced:
+                for char in "/&\x00":
+                    spaced = spaced.replace(char, f" {char} ")
+            self.tokens: list[str] = spaced.split()
+        else:
+            text = _nfkc(text)
+            self.tokens = _TOKEN.findall(_STOPS.sub(".", text))
+        self.text = text
+        self._lower: list[str] | None = None
+
+    @property
+    def lower(self) -> list[str]:
+        """Lower-case tokens (only texts that may hold a name need them)."""
+        if self._lower is None:
+            self._lower = _SEP.join(self.tokens).lower().split(_SEP) if self.tokens else []
+        return self._lower
 
 
 class Tagger:
@@ -215,6 +368,8 @@ class Tagger:
         self.unknown_ids: set[str] = set()  # ids in the knowledge files this ontology lacks
         self._word_vocab: set[str] = set()
         self._acro_vocab: set[str] = set()
+        self._ancestors = {t.iri: ontology.ancestors(t.iri) for t in ontology}
+        self._tag_fields = {t.iri: (t.id, t.label) for t in ontology}
 
         # (name, iris, priority): PaNET label 0, project synonym 1, PaNET synonym 2.
         names: list[tuple[str, tuple[str, ...], int]] = []
@@ -226,7 +381,7 @@ class Tagger:
         names = [(n, i, p) for n, i, p in names
                  if n not in k.stop_acronyms and norm_name(n) not in k.never]
         for name, _, _ in names + [(s, (), -1) for s in k.stop_phrases]:
-            for token in _TOKEN.findall(_nfkc(name)):
+            for token in _Text(name).tokens:
                 if _is_acronym(token):
                     self._acro_vocab.add(token)
                 else:
@@ -248,16 +403,41 @@ class Tagger:
                 for key in self._name_keys(phrase):
                     self._instrument.add(key, iris, 0)
 
+        for table in (self._text, self._subject, self._instrument):
+            table.finish(k.spelling, k.fillers)
+        words = {t.lower() for key in self._text.table for t in key}
+        self._name_words = frozenset(words | {w for w, spelled in k.spelling.items() if set(spelled) <= words})
+        # cue phrases by their longest word ("in contrast to" -> "contrast"): rare words
+        # make a cheap first test
+        self._cues: dict[str, list[tuple[tuple[str, ...], int, int]]] = {}  # word -> (cue, its index, window)
+        for phrase, window in k.not_used_after.items():
+            cue = tuple(_Text(phrase).lower)
+            if cue:
+                anchor = max(range(len(cue)), key=lambda i: len(cue[i]))
+                self._cues.setdefault(cue[anchor], []).append((cue, anchor, window))
+        self._cue_words = frozenset(self._cues)
+        self._cue_words_cased = _cased(self._cues)
+
         self._facility_probe: dict[str, str] = {}
         for name, probes in k.facilities.items():
             if len(probes) == 1 and (probe := k.probes.get(probes[0])) and (iris := self._iris([probe])):
                 self._facility_probe[name] = iris[0]
         self._title_instruments: dict[str, re.Pattern[str]] = {}
+        self._title_instrument_words: dict[str, frozenset[str]] = {}  # a cheap first test for the regex
         for facility, written in k.instrument_names.items():
             usable = sorted((n for n in written if len(n) >= 3 and n not in k.not_in_titles), key=len, reverse=True)
             if usable:
+                self._title_instrument_words[facility] = frozenset(_Text(n).tokens[0] for n in usable)
                 self._title_instruments[facility] = re.compile(
                     r"(?<![\w\-.])(" + "|".join(map(re.escape, usable)) + r")(?![\w\-]|\.\d)")
+
+        # Memos: token -> keys (text and folded),
+        # subject -> names, (instrument, facility) -> hints, facility -> (key, probe).
+        self._keys_text: dict[str, tuple[str, ...]] = {}
+        self._keys_fold: dict[str, tuple[str, ...]] = {}
+        self._subject_memo: dict[str, tuple[str, list[tuple[tuple[str, ...], str, int]] | tuple[()]]] = {}
+        self._instrument_memo: dict[tuple[str, str | None], list[tuple[tuple[str, ...], str]]] = {}
+        self._facility_memo: dict[str, tuple[str | None, str | None]] = {}
 
     # -- compiling names ---------------------------------------------------
     def _iris(self, ids: Iterable[str]) -> tuple[str, ...]:
@@ -273,127 +453,309 @@ class Tagger:
     def _name_keys(self, name: str) -> list[tuple[str, ...]]:
         """Keys of one name: its tokens, and variants with compound words split."""
         parts: list[list[tuple[str, ...]]] = []
-        for token in _TOKEN.findall(_nfkc(name)):
-            if _is_acronym(token):
+        for token in _Text(name).tokens:
+            if token == _PUNCT:
+                parts.append([(_BREAK,)])
+            elif token == "&":
+                parts.append([("and",)])
+            elif _is_acronym(token):
                 parts.append([(token,)])
-                continue
-            low = token.lower()
-            spelled = self.knowledge.spelling.get(low, (low,))
-            options = [spelled]
-            if low in self.knowledge.split:
-                options.append(self.knowledge.split[low])
-            parts.append(options)
-        return [tuple(itertools.chain.from_iterable(combo)) for combo in itertools.product(*parts)]
-
-    # -- tokenising text ---------------------------------------------------
-    def _keys(self, text: str, *, fold_case: bool = False) -> tuple[list[str], list[tuple[int, int]]]:
-        keys: list[str] = []
-        spans: list[tuple[int, int]] = []
-        spelling, acro, words = self.knowledge.spelling, self._acro_vocab, self._word_vocab
-        for m in _TOKEN.finditer(text):
-            token = m.group()
-            if len(token) == 1 and not token.isalnum():
-                keys.append(_BREAK)
-                spans.append(m.span())
-                continue
-            if token.islower():
-                low = token
-            elif not fold_case and token in acro:
-                keys.append(token)
-                spans.append(m.span())
-                continue
             else:
                 low = token.lower()
-                # an all-capitals word ("X-RAY DIFFRACTION") reads as the word,
-                # but unknown acronyms and "SANS" ("sans" is no name word) stay as written
-                if not fold_case and _is_acronym(token) and low not in words:
-                    keys.append(token)
-                    spans.append(m.span())
-                    continue
-            spelled = spelling.get(low)
-            if spelled is None:
-                keys.append(low)
-                spans.append(m.span())
+                options = [self.knowledge.spelling.get(low, (low,))]
+                if low in self.knowledge.split:
+                    options.append(self.knowledge.split[low])
+                parts.append(options)
+        return [tuple(itertools.chain.from_iterable(combo)) for combo in itertools.product(*parts)]
+
+    # -- reading text ------------------------------------------------------
+    def _key(self, token: str, fold: bool) -> tuple[str, ...]:
+        """The key(s) a text token stands for: case kept for acronyms unless ``fold``."""
+        memo = self._keys_fold if fold else self._keys_text
+        keys = memo.get(token)
+        if keys is not None:
+            return keys
+        if token in _BREAKS:
+            keys = (_BREAK,)
+        elif token == "&":
+            keys = ("and",)
+        else:
+            low = token.lower()
+            if not fold and low != token and (
+                    token in self._acro_vocab
+                    # an all-capitals word ("X-RAY DIFFRACTION") reads as the word, but
+                    # unknown acronyms and "SANS" ("sans" is no name word) stay as written
+                    or (_is_acronym(token) and low not in self._word_vocab)):
+                keys = (token,)
             else:
-                keys.extend(spelled)
-                spans.extend([m.span()] * len(spelled))
-        return keys, spans
+                keys = self.knowledge.spelling.get(low, (low,))
+        if len(memo) >= _CACHE_LIMIT:
+            memo.clear()
+        memo[token] = keys
+        return keys
 
-    def _find(self, phrases: _Phrases, text: str) -> list[tuple[tuple[str, ...], str, int]]:
-        text = _nfkc(text)
-        keys, spans = self._keys(text)
-        return [(m.iris, text[m.start:m.end], m.start) for m in phrases.scan(keys, spans)]
+    def _scan(self, doc: _Text, phrases: _Phrases, *, fold: bool = False, coordinate: bool = False,
+              cues: bool = False) -> list[_Match]:
+        # subjects are read case-insensitively (short, and remembered); text as written
+        candidates = phrases.candidates(doc.lower if fold else doc.tokens)
+        if not candidates:
+            return []
+        tokens, trie, key = doc.tokens, phrases.trie, self._key  # tokens: only now split
+        memo = self._keys_fold if fold else self._keys_text
+        fillers = self.knowledge.fillers
+        n = len(tokens)
+        matches: list[_Match] = []
+        done = 0  # first token not yet inside a match
+        for i in candidates:
+            if i < done:
+                continue
+            # walk the trie token by token; remember the longest name (or stop phrase) passed
+            node: dict[str, Any] | None = trie
+            found: _Entry | None = None
+            last = j = i
+            while node is not None and j < n:
+                parts = memo.get(tokens[j]) or key(tokens[j], fold)
+                if parts[0] in fillers and node is not trie and parts[0] not in node:
+                    j += 1  # "phase contrast synchrotron tomography"
+                    continue
+                for part in parts:
+                    node = node.get(part)
+                    if node is None:
+                        break
+                else:
+                    entry = node.get(_END)
+                    if entry is not None:
+                        found, last = entry, j
+                j += 1
+            if found is not None:
+                if found.iris:
+                    matches.append((found.iris, i, last, 2 * i))
+                done = last + 1
+        if coordinate and matches and not _CONNECTORS_CASED.isdisjoint(doc.tokens):
+            matches = self._coordinate(doc, phrases, matches, fold)
+        if cues and matches and not self._cue_words_cased.isdisjoint(doc.tokens):
+            matches = self._drop_compared(doc.lower, matches)
+        return matches
 
-    def _whole_subject(self, value: str) -> list[tuple[tuple[str, ...], str, int]] | None:
-        """The techniques a subject consists of, or None when it also holds other words."""
-        value = _nfkc(value)
-        keys, spans = self._keys(value, fold_case=True)
-        matches = self._subject.scan(keys, spans)
-        if not matches:
-            return None
-        covered = bytearray(len(value))
-        for m in matches:
-            covered[m.start:m.end] = b"\x01" * (m.end - m.start)
-        for key, (start, end) in zip(keys, spans):
-            if key != _BREAK and key not in _CONNECTORS and not covered[start]:
-                return None
-        return [(m.iris, value[m.start:m.end], m.start) for m in matches]
+    def _coordinate(self, doc: _Text, phrases: _Phrases, matches: list[_Match], fold: bool) -> list[_Match]:
+        """Names that share words across "and", "or", "/": "small angle neutron and X-ray scattering".
+
+        Left of the connector: a shared prefix P and the first conjunct A1; right
+        of it: the second conjunct A2 and a shared head S. Both P+A1+S and P+A2+S
+        must be names, and at least P or S must be non-empty (two whole names
+        are found by the scan anyway). The reading sharing the most words wins.
+        Scanned names lying inside the coordinated phrase were fragments of it.
+        """
+        low, tokens = doc.lower, doc.tokens
+        connectors = _CONNECTORS.intersection(low)
+        words = self._name_words
+        covered = {j for _, first, last, _ in matches for j in range(first + 1, last + 1)}
+        found: list[tuple[int, int, tuple[str, ...], tuple[str, ...]]] = []
+        for k in sorted(i for c in connectors for i in _indices(low, c)):
+            if (k == 0 or k + 1 >= len(low) or k in covered or low[k - 1] not in words
+                    or low[k + 1] not in words or (found and k <= found[-1][1])):
+                continue
+            left_start = k
+            while left_start > 0 and k - left_start < _COORD_WINDOW and low[left_start - 1] in words \
+                    and low[left_start - 1] not in _CONNECTORS:
+                left_start -= 1
+            right_stop = k + 1
+            while right_stop < len(low) and right_stop - k <= _COORD_WINDOW and low[right_stop] in words \
+                    and low[right_stop] not in _CONNECTORS:
+                right_stop += 1
+            left = [self._key(t, fold) for t in tokens[left_start:k]]
+            right = [self._key(t, fold) for t in tokens[k + 1:right_stop]]
+            best: tuple[int, int, int, int, tuple[str, ...], tuple[str, ...]] | None = None
+            for stop in range(len(right), 0, -1):
+                for cut in range(1, stop + 1):
+                    a2, head = right[:cut], right[cut:stop]
+                    for begin in range(len(left)):
+                        for mid in range(begin, len(left)):
+                            prefix, a1 = left[begin:mid], left[mid:]
+                            shared = len(prefix) + len(head)
+                            if not shared or (best is not None and (shared, len(head)) <= best[:2]):
+                                continue
+                            one = phrases.names(tuple(itertools.chain(*prefix, *a1, *head)))
+                            two = phrases.names(tuple(itertools.chain(*prefix, *a2, *head))) if one else ()
+                            if one and two:
+                                best = (shared, len(head), left_start + begin, k + stop, one, two)
+            if best is not None:
+                found.append((best[2], best[3], best[4], best[5]))
+        if not found:
+            return matches
+        kept = [m for m in matches if not any(a <= m[1] and m[2] <= b for a, b, _, _ in found)]
+        for a, b, one, two in found:
+            kept.append((one, a, b, 2 * a))
+            kept.append((two, a, b, 2 * a + 1))
+        kept.sort(key=lambda m: m[3])
+        return kept
+
+    def _drop_compared(self, low: list[str], matches: list[_Match]) -> list[_Match]:
+        """Drop names that follow "compared to", "unlike", "instead of"... in the same clause.
+
+        "Unlike NMR or neutron scattering, muons ...": the record compares with
+        neutron scattering, it did not use it. The name must start within the
+        cue's window of words, with no punctuation in between; after a dropped
+        name only "and"/"or"/"/" carries the scope on to the next name. A comma
+        ends it ("Unlike SAXS, SANS sees hydrogen": SANS stays).
+        """
+        starts = {m[1]: m for m in matches}
+        dropped: set[int] = set()
+        for word in self._cue_words.intersection(low):
+            for at in _indices(low, word):
+                for cue, anchor, window in self._cues[word]:
+                    i = at - anchor
+                    if i < 0 or tuple(low[i:i + len(cue)]) != cue:
+                        continue
+                    j, limit = i + len(cue), i + len(cue) + window
+                    while j < len(low) and j <= limit and low[j] not in _BREAKS:
+                        m = starts.get(j)
+                        if m is not None:
+                            dropped.add(j)
+                            j = m[2]
+                            # a list goes on ("unlike NMR or neutron scattering"), a clause does
+                            # not ("instead of SAXS we used SANS")
+                            limit = m[2] + 2 if low[j + 1:j + 2] and low[j + 1] in _CONNECTORS else m[2]
+                        j += 1
+        return [m for m in matches if m[1] not in dropped] if dropped else matches
+
+    def _found(self, doc: _Text, matches: list[_Match]) -> list[tuple[tuple[str, ...], str, int]]:
+        """(iris, matched text, order) of each match: the text as written, found by
+        counting occurrences of the match's first and last tokens."""
+        text, tokens = doc.text, doc.tokens
+        out = []
+        for iris, first, last, order in matches:
+            head, tail = tokens[first], tokens[last]
+            start = _token_at(text, head, tokens[:first].count(head), 0)
+            end = _token_at(text, tail, tokens[first:last].count(tail), start) + len(tail)
+            out.append((iris, text[start:end], order))
+        return out
+
+    def _find(self, phrases: _Phrases, text: str | _Text, *,
+              context: bool = False) -> list[tuple[tuple[str, ...], str, int]] | tuple[()]:
+        doc = text if isinstance(text, _Text) else _Text(text)
+        if phrases.starts.isdisjoint(doc.tokens):  # most texts: one C-level test and done
+            return ()
+        matches = self._scan(doc, phrases, coordinate=context, cues=context)
+        return self._found(doc, matches) if matches else ()
+
+    def _subject_names(self, value: str) -> tuple[str, list[tuple[tuple[str, ...], str, int]] | tuple[()]]:
+        """("iri", ...) when a subject or keyword is a PaNET IRI or id; ("subject", names)
+        when it is technique names and nothing else ("SAXS", "SAXS and WAXS"); else
+        ("text", names found in it as in free text)."""
+        memo = self._subject_memo
+        result = memo.get(value)
+        if result is not None:
+            return result
+        if (iri := self._given(value)) is not None:
+            result = ("iri", [((iri,), value, 0)])
+            memo[value] = result
+            return result
+        doc = _Text(value)
+        matches = self._scan(doc, self._subject, fold=True, coordinate=True)
+        if matches and all(key == _PUNCT or key in _CONNECTORS or key == "&" or any(
+                m[1] <= j <= m[2] for m in matches) for j, key in enumerate(doc.lower)):
+            result = ("subject", self._found(doc, matches))
+        else:
+            result = ("text", self._found(doc, self._scan(doc, self._text, coordinate=True, cues=True)))
+        if len(memo) >= _CACHE_LIMIT:
+            memo.clear()
+        memo[value] = result
+        return result
 
     # -- tagging -----------------------------------------------------------
     def tag(self, *, title: str | None = None, summary: str | None = None, keywords: Sequence[str] = (),
             subjects: Sequence[Subject] = (), instruments: Sequence[str] = (),
             facility: str | None = None) -> list[TechniqueTag]:
         hits: list[_Hit] = []
+        append = hits.append
 
-        def add(iris: Iterable[str], method: str, field: str, text: str, position: int = 0) -> None:
-            rank = (STRENGTH[method], _FIELD_ORDER[field], position)
-            hits.extend(_Hit(rank, iri, method, field, text) for iri in iris)
+        # 1. PaNET IRIs given in the record; 2. subjects and keywords that are technique
+        # names; 3. names inside longer ones (keywords repeating a subject are skipped)
+        if subjects or keywords:
+            seen: set[str] = set()
+            n = 0
+            for order, field, values in ((0, "subjects", subjects), (1, "keywords", keywords)):
+                for position, item in enumerate(values):
+                    if order == 0:
+                        uri, value = item.value_uri, item.value  # type: ignore[union-attr]
+                        if uri and (given := self._given(uri)) is not None:
+                            append((0, 0, position, given, "iri", field, uri))
+                            continue
+                    else:
+                        value = item  # type: ignore[assignment]
+                    if not value or value in seen:
+                        continue
+                    seen.add(value)
+                    method, found = self._subject_memo.get(value) or self._subject_names(value)
+                    strength = STRENGTH[method]
+                    for iris, text, pos in found:
+                        for iri in iris:
+                            append((strength, order, position if method == "iri" else n * 10_000 + pos,
+                                    iri, method, field, text))
+                    n += 1
 
-        # 1. PaNET IRIs and ids given in the record
-        free_subjects: list[tuple[str, str]] = []
-        for n, subject in enumerate(subjects):
-            given = [u for u in (subject.value_uri, subject.value) if u and technique_id(u)]
-            found = [t for t in (self.ontology.technique(u) for u in given) if t is not None]
-            if found:
-                add([found[0].iri], "iri", "subjects", given[0], n)
-            elif subject.value:
-                free_subjects.append(("subjects", subject.value))
-        for n, keyword in enumerate(keywords):
-            if technique_id(keyword) and (t := self.ontology.technique(keyword)):
-                add([t.iri], "iri", "keywords", keyword, n)
-            elif keyword:
-                free_subjects.append(("keywords", keyword))
-
-        # 2. subjects and keywords that are technique names; 3. names inside them and in the text
-        for n, (field, value) in enumerate(free_subjects):
-            whole = self._whole_subject(value)
-            if whole is not None:
-                for iris, text, pos in whole:
-                    add(iris, "subject", field, text, n * 10_000 + pos)
+        # 3. names and acronyms in the title and the abstract, read in one pass
+        title_tokens: list[str] = []
+        if title or summary:
+            if title and summary:
+                if _FIELD_SEP in title or _FIELD_SEP in summary:
+                    title, summary = title.replace(_FIELD_SEP, " "), summary.replace(_FIELD_SEP, " ")
+                doc = _Text(f"{title}{_FIELD_SEP}{summary}")
+                boundary = 2 * doc.tokens.index(_FIELD_SEP)
+                title_tokens = doc.tokens[:boundary // 2]
             else:
-                for iris, text, pos in self._find(self._text, value):
-                    add(iris, "text", field, text, n * 10_000 + pos)
-        for field, value in (("title", title), ("summary", summary)):
-            if value:
-                for iris, text, pos in self._find(self._text, value):
-                    add(iris, "text", field, text, pos)
+                doc = _Text(title or summary)  # type: ignore[arg-type]
+                boundary = 1 << 62 if title else 0
+                title_tokens = doc.tokens if title else []
+            for iris, text, pos in self._find(self._text, doc, context=True):
+                order, field = (2, "title") if pos < boundary else (3, "summary")
+                for iri in iris:
+                    append((2, order, pos, iri, "text", field, text))
 
-        # 4. instruments; 5. the facility's single probe
-        facility_key = self.knowledge.facility_keys.get(norm_name(facility)) if facility else None
-        for n, instrument in enumerate(instruments):
+        # 4. instruments; 5. the facility's single probe, when nothing else was found
+        facility_key, probe = (self._facility_memo.get(facility) or self._facility(facility)) if facility \
+            else (None, None)
+        for position, instrument in enumerate(instruments):
             if instrument:
-                for iris, text in self._instrument_hints(instrument, facility_key):
-                    add(iris, "instrument", "instrument", text, n)
-        if title and facility_key in self._title_instruments:
-            for m in self._title_instruments[facility_key].finditer(title):
+                hints = self._instrument_memo.get((instrument, facility_key))
+                if hints is None:
+                    hints = self._instrument_hints(instrument, facility_key)
+                for iris, text in hints:
+                    for iri in iris:
+                        append((3, 4, position, iri, "instrument", "instrument", text))
+        if title_tokens and facility_key in self._title_instruments \
+                and not self._title_instrument_words[facility_key].isdisjoint(title_tokens):
+            for m in self._title_instruments[facility_key].finditer(title):  # type: ignore[arg-type]
                 if ids := self.knowledge.instruments[facility_key].get(_instrument_key(m.group())):
-                    add(self._iris(ids), "instrument", "title", m.group(), m.start())
-        if facility and (probe := self._facility_probe.get(norm_name(facility))):
-            add([probe], "facility", "facility", facility.strip())
-        return self._resolve(hits)
+                    for iri in self._iris(ids):
+                        append((3, 2, m.start(), iri, "instrument", "title", m.group()))
+        if probe and not hits:
+            append((4, 5, 0, probe, "facility", "facility", facility.strip()))  # type: ignore[union-attr]
+        return self._resolve(hits) if hits else []
+
+    def _given(self, value: str) -> str | None:
+        """The IRI when ``value`` is a PaNET technique IRI or id ("PaNET01188", a purl)."""
+        if ("NET" in value or "net" in value) and (t := self.ontology.technique(value)):
+            return t.iri
+        return None
+
+    def _facility(self, facility: str) -> tuple[str | None, str | None]:
+        found = self._facility_memo.get(facility)
+        if found is None:
+            name = norm_name(facility)
+            found = (self.knowledge.facility_keys.get(name), self._facility_probe.get(name))
+            if len(self._facility_memo) >= _CACHE_LIMIT:
+                self._facility_memo.clear()
+            self._facility_memo[facility] = found
+        return found
 
     def _instrument_hints(self, instrument: str, facility_key: str | None) -> list[tuple[tuple[str, ...], str]]:
-        out: list[tuple[tuple[str, ...], str]] = []
+        memo_key = (instrument, facility_key)
+        out = self._instrument_memo.get(memo_key)
+        if out is not None:
+            return out
+        out = []
         head = re.split(r"\s+[-–:]\s+|\s*[(,;]", instrument.strip(), maxsplit=1)[0].strip()
         candidates = dict.fromkeys([instrument.strip(), head, *head.split()])
         tables = ([self.knowledge.instruments[facility_key]] if facility_key in self.knowledge.instruments
@@ -404,31 +766,30 @@ class Tagger:
                 out.append((self._iris(found.pop()), name))
                 break
         out.extend((iris, text) for iris, text, _ in self._find(self._instrument, instrument))
+        if len(self._instrument_memo) >= _CACHE_LIMIT:
+            self._instrument_memo.clear()
+        self._instrument_memo[memo_key] = out
         return out
 
     def _resolve(self, hits: list[_Hit]) -> list[TechniqueTag]:
         """One tag per technique (strongest evidence), minus ancestors of equal or stronger tags."""
+        hits.sort()
         best: dict[str, _Hit] = {}
-        for hit in sorted(hits):
-            best.setdefault(hit.iri, hit)
-        kept = []
-        for hit in best.values():
-            if hit.method != "iri" and any(
-                    hit.iri in self.ontology.ancestors(other.iri)
-                    for other in best.values() if other.rank[0] <= hit.rank[0] and other is not hit):
-                continue
-            kept.append(hit)
-        out = []
-        for hit in kept:
-            t = self.ontology.technique(hit.iri)
-            assert t is not None  # every iri in a hit comes from this ontology
-            out.append(TechniqueTag(iri=t.iri, id=t.id, label=t.label, method=hit.method,  # type: ignore[arg-type]
-                                    field=hit.field, text=hit.text, weak=hit.method in _WEAK))
-        return out
+        for hit in hits:
+            best.setdefault(hit[3], hit)
+        kept = list(best.values()) if len(hits) > 1 else hits
+        if len(kept) > 1:
+            ancestors = self._ancestors
+            kept = [hit for hit in kept if hit[4] == "iri" or not any(
+                hit[3] in ancestors[other[3]] for other in kept if other[0] <= hit[0] and other is not hit)]
+        fields = self._tag_fields
+        return [_new_tag({"iri": iri, "id": fields[iri][0], "label": fields[iri][1], "method": method,
+                          "field": field, "text": text, "weak": strength >= 3})
+                for strength, _, _, iri, method, field, text in kept]
 
     def tag_document(self, doc: Document) -> Document:
         """A copy of ``doc`` with ``techniques`` and ``ontology_version`` set."""
         facility = doc.facility or next((i.facility for i in doc.instruments if i.facility), None) or doc.publisher
         tags = self.tag(title=doc.title, summary=doc.summary, keywords=doc.keywords, subjects=doc.subjects,
                         instruments=[i.name for i in doc.instruments], facility=facility)
-        return doc.model_copy(update={"techniques": tags, "ontology_version": self.ontology.version})
+        return _copy(doc, {"techniques": tags, "ontology_version": self.ontology.version})

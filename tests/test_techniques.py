@@ -93,6 +93,132 @@ def test_look_alikes_do_not_match(tagger, text):
     assert tagger.tag(title=text, summary=text) == []
 
 
+# -- how facility text names techniques ------------------------------------------
+
+COORDINATED = [
+    # a modifier or a head shared across "and", "or", "/": both names
+    ("small angle neutron and X-ray scattering", ["small angle neutron scattering", "small angle x-ray scattering"]),
+    ("X-ray and neutron reflectometry", ["x-ray reflectivity", "neutron reflectometry"]),
+    ("neutron and X-ray diffraction", ["neutron diffraction", "x-ray diffraction"]),
+    ("X-ray/neutron reflectivity", ["x-ray reflectivity", "neutron reflectometry"]),
+    ("X-ray absorption and emission spectroscopy", ["x-ray absorption spectroscopy", "x-ray emission spectroscopy"]),
+    ("Small- and wide-angle X-ray scattering", ["small angle x-ray scattering", "wide angle x-ray scattering"]),
+    ("single crystal and powder X-ray diffraction", ["x-ray single crystal diffraction", "x-ray powder diffraction"]),
+    ("grazing-incidence wide- and small-angle X-ray scattering",
+     ["grazing incidence wide angle x-ray scattering", "grazing incidence small angle x-ray scattering"]),
+    ("neutron imaging and diffraction", ["imaging", "neutron diffraction"]),  # the probe is ND's ancestor
+    # two whole names need no rule; unrelated words are not names
+    ("SANS and SAXS", ["small angle neutron scattering", "small angle x-ray scattering"]),
+    ("temperature and pressure dependent diffraction", ["diffraction"]),
+    ("neutron and photon sources", []),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), COORDINATED)
+def test_coordinated_names(tagger, text, expected):
+    assert labels(tagger.tag(title=text)) == expected
+
+
+def test_coordinated_names_share_their_evidence(tagger):
+    tags = tagger.tag(summary="Data by small angle neutron and X-ray scattering.")
+    assert {t.text for t in tags} == {"small angle neutron and X-ray scattering"}
+
+
+NOT_USED = [
+    # a technique named to compare with, contrast, or replace is not evidence
+    ("Unlike NMR or neutron scattering, muons probe weak fields", []),
+    ("Compared to X-ray diffraction, neutron diffraction locates hydrogen", ["neutron diffraction"]),
+    ("Unlike SAXS, SANS sees hydrogen", ["small angle neutron scattering"]),   # a comma ends the scope
+    ("SANS data were compared with SAXS data", ["small angle neutron scattering"]),
+    ("instead of SAXS we used SANS", ["small angle neutron scattering"]),      # so does a new clause
+    ("compared to SAXS and WAXS", []),                                          # a list goes on
+    ("a resolution comparable to that of optical microscopy", []),
+    ("muSR is not a diffraction technique", ["muon spin resonance"]),
+    ("the data were collected without SANS", []),
+    ("complementary SAXS measurements", ["small angle x-ray scattering"]),      # bare "complementary": used
+    ("measurements similar to quick-EXAFS", ["extended x-ray absorption fine structure"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), NOT_USED)
+def test_names_after_comparison_and_negation_cues(tagger, text, expected):
+    assert labels(tagger.tag(summary=text)) == expected
+
+
+def test_comparison_cues_leave_subjects_alone(tagger):
+    assert labels(tagger.tag(keywords=["compared to SAXS"])) == []
+    assert labels(tagger.tag(keywords=["SAXS"], summary="compared to SAXS")) == ["small angle x-ray scattering"]
+
+
+PHRASES = [
+    # common facility phrasing that PaNET does not list (ontology/synonyms.toml) or
+    # spells differently (word forms, fillers)
+    ("inelastic neutron scattering", ["inelastic neutron spectroscopy"]),
+    ("neutron spin echo spectroscopy", ["spin echo scattering"]),
+    ("time-of-flight neutron spectroscopy", ["time of flight spectrometry"]),
+    ("µSR", ["muon spin resonance"]),
+    ("muSR", ["muon spin resonance"]),
+    ("MuSR", ["muon spin resonance"]),
+    ("muon spin rotation/relaxation", ["muon spin resonance"]),
+    ("USAXS", ["ultra small angle x-ray scattering"]),
+    ("single-crystal X-ray diffraction", ["x-ray single crystal diffraction"]),
+    ("protein crystallography", ["macromolecular crystallography"]),
+    ("MX", ["macromolecular crystallography"]),
+    ("total neutron scattering", ["total scattering", "neutron scattering"]),
+    ("atomic pair distribution function", ["pair distribution function"]),
+    ("phase-contrast microtomography", ["phase contrast imaging", "microtomography"]),
+    ("phase-contrast synchrotron tomography", ["phase contrast imaging", "tomography"]),   # a filler word
+    ("propagation-based phase contrast tomography", ["propagation phase contrast tomography"]),
+    ("angle-resolved photoemission", ["angle resolved photoemission spectroscopy"]),
+    ("MA-XRF", ["scanning x-ray fluorescence"]),
+    ("X-rays diffractions", ["x-ray diffraction"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), PHRASES)
+def test_facility_phrasing(tagger, text, expected):
+    assert labels(tagger.tag(title=text)) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Samples patterned by e-beam lithography",          # how the sample was made
+    "LEED and electron diffraction of the surface",     # not a photon or neutron method
+    "above the x-ray absorption edge",                  # the process, not the technique
+    "the inelastic scattering process in the sample",
+])
+def test_process_words_are_not_techniques(tagger, text):
+    assert tagger.tag(summary=text) == []
+
+
+def test_title_and_abstract_are_read_apart(tagger):
+    tags = tagger.tag(title="SAXS of proteins", summary="SANS too. And SAXS again.")
+    assert [(t.label, t.field, t.text) for t in tags] == [
+        ("small angle x-ray scattering", "title", "SAXS"),
+        ("small angle neutron scattering", "summary", "SANS"),
+    ]
+    # a name cannot run from the title into the abstract, nor a NUL byte confuse the split
+    assert tagger.tag(title="small angle x-ray", summary="scattering") == []
+    assert labels(tagger.tag(title="SAXS\x00 data", summary="SANS")) == [
+        "small angle x-ray scattering", "small angle neutron scattering"]
+
+
+def test_evidence_text_is_the_written_occurrence(tagger):
+    # the second "x-ray" is the one that names the technique
+    tags = tagger.tag(summary="An x-ray tube; then X-Ray  Diffraction of it")
+    assert [(t.label, t.text) for t in tags] == [("x-ray diffraction", "X-Ray  Diffraction")]
+    # non-ASCII text takes the regex path and gives the same tags
+    ascii_tags = tagger.tag(title="Small-angle X-ray scattering of Mueller samples")
+    other_tags = tagger.tag(title="Small-angle X-ray scattering of Müller samples")
+    assert [(t.iri, t.text) for t in ascii_tags] == [(t.iri, t.text) for t in other_tags]
+    assert [t.text for t in tagger.tag(title="Zürich: µSR and μSR")] == ["μSR"]
+
+
+def test_repeated_calls_give_the_same_tags(tagger):
+    record = dict(title="SANS on micelles", keywords=["SAXS", "soft matter"], instruments=["D22"], facility="ILL")
+    first = tagger.tag(**record)
+    assert [t.model_dump() for t in tagger.tag(**record)] == [t.model_dump() for t in first]
+
+
 def test_matched_text_and_positions(tagger):
     tags = tagger.tag(summary="Data were collected by neutron diffraction. Later, SAXS.")
     assert [(t.label, t.field, t.text) for t in tags] == [
@@ -156,12 +282,17 @@ def test_strongest_evidence_wins_and_ancestors_give_way(tagger):
 
 # -- weak evidence -------------------------------------------------------------
 
-def test_facility_probe_is_weak_and_yields_to_a_technique(tagger):
+def test_facility_probe_is_weak_and_only_a_fallback(tagger):
     tags = tagger.tag(title="Magnetic order in TbCd6", facility="ILL")
     assert [(t.label, t.method, t.field, t.weak) for t in tags] == [
         ("neutron probe technique", "facility", "facility", True)]
     assert labels(tagger.tag(title="SANS of micelles", facility="Institut Laue-Langevin")) == [
         "small angle neutron scattering"]
+    # any technique, even an instrument's or an unrelated one, leaves no room for the probe
+    assert labels(tagger.tag(title="Micelles", instruments=["D22"], facility="ILL")) == [
+        "small angle neutron scattering"]
+    assert labels(tagger.tag(title="Macromolecular crystallography", facility="ESRF")) == [
+        "macromolecular crystallography"]
     # facilities with several probes give no facility tag
     assert tagger.tag(title="Magnetic order", facility="ISIS") == []
     assert tagger.tag(title="Magnetic order", facility="PSI") == []
@@ -209,10 +340,16 @@ def test_every_id_in_the_knowledge_files_is_a_panet_13_technique(tagger):
         assert set(entry["probes"]) <= set(facilities["probes"]) | {"electron"}
 
 
-def test_older_ontology_skips_ids_it_lacks():
-    old = Tagger(load_ontology(SHARED / "ontology" / "PaNET-v1.0.owl"))
-    assert labels(old.tag(title="SAXS of proteins")) == ["small angle x-ray scattering"]
-    assert "PaNET01218" in old.unknown_ids or "PaNET01316" in old.unknown_ids or old.unknown_ids
+@pytest.fixture(scope="module")
+def old_tagger() -> Tagger:
+    return Tagger(load_ontology(SHARED / "ontology" / "PaNET-v1.0.owl"))
+
+
+def test_older_ontology_skips_ids_it_lacks(old_tagger):
+    assert labels(old_tagger.tag(title="SAXS of proteins")) == ["small angle x-ray scattering"]
+    assert {"PaNET01333", "PaNET01334"} <= old_tagger.unknown_ids  # classes added after v1.0
+    assert labels(old_tagger.tag(title="small angle neutron and X-ray scattering")) == [
+        "small angle neutron scattering", "small angle x-ray scattering"]
 
 
 # -- the shared samples ------------------------------------------------------------
@@ -258,6 +395,13 @@ def test_every_record_sample_is_covered():
 def test_samples(tagger, name, expected):
     tags = tagger.tag(**_sample_fields(SHARED / "samples" / name))
     assert [(t.label, t.method) for t in tags] == expected
+
+
+def test_samples_with_the_older_ontology(tagger, old_tagger):
+    for name in SAMPLES:
+        fields = _sample_fields(SHARED / "samples" / name)
+        assert [(t.id, t.method) for t in old_tagger.tag(**fields)] == [
+            (t.id, t.method) for t in tagger.tag(**fields)], name
 
 
 # -- CLI ---------------------------------------------------------------------------
@@ -342,13 +486,21 @@ def test_evaluation_set_figures(tagger):
     import sys
 
     sys.path.insert(0, str(REPO))
-    from bench.eval_techniques import EVAL, evaluate
-
-    entries = [json.loads(line) for line in EVAL.read_text().splitlines() if line.strip()]
-    assert len(entries) >= 100 and sum(1 for e in entries if not e["gold"]) >= 20
-    assert all(e["source"] and e["basis"] and all(tagger.ontology.technique(g) for g in e["gold"]) for e in entries)
-    result = evaluate(tagger, entries, weak=False)
-    assert result["precision"] >= 0.95 and result["recall"] >= 0.83, result
-    negatives = [e for e in entries if not e["gold"]]
+    from bench.eval_techniques import evaluate, load_entries
     from harvester.cli.techniques import record_arguments
+
+    entries = load_entries()
+    original = [e for e in entries if e.get("batch", 1) == 1]
+    new = [e for e in entries if e.get("batch", 1) == 2]
+    assert len(original) >= 100 and len(new) >= 60
+    assert sum(1 for e in entries if not e["gold"]) >= 35
+    assert len({e["id"] for e in entries}) == len(entries)
+    assert all(e["source"] and e["basis"] and all(tagger.ontology.technique(g) for g in e["gold"]) for e in entries)
+    # the goal on everything; floors a little under today's figures per batch
+    for part, precision, recall in ((entries, 0.95, 0.85), (original, 0.95, 0.85), (new, 0.92, 0.83)):
+        for weak in (True, False):
+            result = evaluate(tagger, part, weak=weak)
+            assert result["precision"] >= precision and result["recall"] >= recall, {
+                k: v for k, v in result.items() if k != "errors"}
+    negatives = [e for e in entries if not e["gold"]]
     assert [e["id"] for e in negatives if tagger.tag(**record_arguments(e))] == []
