@@ -782,6 +782,10 @@ class Tagger:
             ancestors = self._ancestors
             kept = [hit for hit in kept if hit[4] == "iri" or not any(
                 hit[3] in ancestors[other[3]] for other in kept if other[0] <= hit[0] and other is not hit)]
+            # Nor a weak guess more specific than what the record itself says: a
+            # beamline known for USAXS on a record that says SAXS would override it.
+            kept = [hit for hit in kept if hit[0] < 3 or not any(
+                other[0] < 3 and other[3] in ancestors[hit[3]] for other in kept)]
         fields = self._tag_fields
         return [_new_tag({"iri": iri, "id": fields[iri][0], "label": fields[iri][1], "method": method,
                           "field": field, "text": text, "weak": strength >= 3})

@@ -315,6 +315,17 @@ def test_instruments(tagger):
     assert tagger.tag(title="Sample Data from NMX") == []  # facility unknown: no guess
 
 
+def test_a_weak_guess_never_narrows_what_the_record_says(tagger):
+    # ESRF ID02 is known for USAXS; a record there that says SAXS is SAXS.
+    tags = tagger.tag(title="Small-angle X-ray scattering (SAXS) of Bi2Se3 single crystals",
+                      instruments=["ID02 - Time-Resolved Ultra Small-Angle X-Ray Scattering"], facility="ESRF")
+    assert [t.label for t in tags] == ["small angle x-ray scattering"]
+    # With nothing in the record itself, the instrument's technique stands, marked weak.
+    tags = tagger.tag(title="Beamtime 12345", instruments=["ID02 - Time-Resolved Ultra Small-Angle X-Ray Scattering"],
+                      facility="ESRF")
+    assert [(t.label, t.weak) for t in tags] == [("ultra small angle x-ray scattering", True)]
+
+
 def test_tag_document(tagger):
     doc = Document(source="ill", oai_identifier="oai:x", datestamp="2024-01-01", pid="10.5291/ILL-DATA.1",
                    title="Hydration of clays", summary="Inelastic neutron scattering on IN5.",
