@@ -102,10 +102,15 @@ def harvest(app: AppContext, names: tuple[str, ...], full: bool, from_: str | No
     if full and (from_ or until):
         raise click.UsageError("--full cannot be combined with --from/--until")
     request = HarvestRequest(full=full, from_=from_, until=until)
-    results = run_harvest(app, names, request, lock_wait=None if wait < 0 else wait)
+    from harvester.index.follow import index_follower
+
+    # The index follows the harvest as it commits (a process of its own), rather
+    # than starting after it.
+    with index_follower(app, enabled=not no_index) as follower:
+        results = run_harvest(app, names, request, lock_wait=None if wait < 0 else wait)
     index_note = None
     if not no_index:
-        index_note = sync_after_harvest(app)
+        index_note = sync_after_harvest(app, follower)
     if as_json:
         click.echo(json.dumps({"sources": [r.as_dict() for r in results], "index": index_note}, indent=2))
     else:
@@ -116,13 +121,12 @@ def harvest(app: AppContext, names: tuple[str, ...], full: bool, from_: str | No
         raise SystemExit(1)
 
 
-def sync_after_harvest(app: AppContext) -> dict[str, Any] | None:
-    """Bring the index up to date; the index being down never fails the harvest."""
-    try:
-        from harvester.index.sync import sync_after_harvest as _sync
-    except ImportError:
-        return None
-    return _sync(app)
+def sync_after_harvest(app: AppContext, follower: Any = None) -> dict[str, Any] | None:
+    """Bring the index up to date (or collect what the `follower` that ran during
+    the harvest did); the index being down never fails the harvest."""
+    from harvester.index.sync import sync_after_harvest as _sync
+
+    return _sync(app, follower)
 
 
 def status_rows(settings: Settings, store: Store) -> list[dict[str, Any]]:
