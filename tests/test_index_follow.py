@@ -123,6 +123,24 @@ def test_an_unparsable_record_in_the_middle_is_recorded_and_the_position_never_p
     assert (identifier, seq) == (bad.identifier, bad_seq) and error.startswith("unparsable:")
 
 
+def test_a_sync_following_an_idle_store_stops_at_once_when_the_writer_fails(
+        index_store: Store, ahead: IndexBackend, panet: Any, panet_tagger: Any) -> None:
+    _fill(index_store, 120)
+
+    def fail(report: Any) -> None:
+        raise RuntimeError("the writer failed")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="the writer failed"):
+        # The harvest never says it is done: the builder waits for more, and must
+        # hear the stop all the same.
+        sync(index_store, ahead, facilities=FACILITIES, tagger=panet_tagger, ontology=panet,
+             chunk_size=50, on_progress=fail, until=lambda: False, poll=0.01)
+    assert time.monotonic() - started < 20
+    assert not _builders()
+    assert index_store.index_position(ahead.alias) == 50
+
+
 def _page(records: list[Any]) -> list[IncomingRecord]:
     return [IncomingRecord(r.identifier, r.datestamp, r.deleted, (),
                            None if r.deleted else oai_record(r.identifier, r.datestamp, r.metadata_xml))
@@ -333,17 +351,16 @@ def test_a_follower_that_dies_costs_nothing_but_time(env: dict[str, str], tmp_pa
         assert store.index_position(app.settings.index_alias) == store.max_seq() > 80
 
 
-def test_after_a_small_harvest_the_follower_is_stopped_unused(env: dict[str, str], tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_small_harvest_is_synced_after_it_without_a_follower(env: dict[str, str], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PAN_HARVESTER_INDEX_ALIAS", unique_alias())
     app = AppContext(None, {})
     with follow.index_follower(app, start_after=1000) as follower:
-        assert follower is not None and follower.running  # started with the harvest...
         with Store(app.settings.db_path) as store:
             _fill(store, 60)
-    assert follower.finish() is None  # ...and stopped: 60 changes are not worth it
-    assert not follower.running
+        time.sleep(0.3)  # the watcher looks every 0.1 s
+    assert follower is not None and not follower.started  # 60 changes are not worth a process
     note = sync_after_harvest(app, follower)
     assert note["ok"] is True and (note["indexed"], note["behind"]) == (60, 0)

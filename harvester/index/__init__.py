@@ -9,6 +9,7 @@
   same search and statistics answers (one contract test suite runs on both).
 - `sync`: follow the record store (`sync`), or build a new index and swap the
   alias (`rebuild`).
+- `follow`: a process that syncs while `pan-harvester harvest` still runs.
 - `query`: the search request both backends answer.
 
 Both backends keep a concrete, versioned index (``ALIAS-v1-<timestamp>``)

@@ -99,9 +99,9 @@ class _Entry:
 
 # What a pass writes, read through the store connection it is given: entries in
 # the order their results must come back, each with its record (None: nothing
-# to build).
+# to build); None between them when a followed store has nothing new yet.
 Pair = tuple[_Entry, StoredRecord | None]
-Feed = Callable[[Store], Iterator[Pair]]
+Feed = Callable[[Store], Iterator[Pair | None]]
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,11 @@ def _build(entry: _Entry, rec: StoredRecord, how: _Enrichment) -> None:
         entry.error = f"unparsable: {exc}"
 
 
-def _built(pairs: Iterable[Pair], how: _Enrichment) -> Iterator[_Entry]:
-    for entry, rec in pairs:
+def _built(pairs: Iterable[Pair | None], how: _Enrichment) -> Iterator[_Entry]:
+    for pair in pairs:
+        if pair is None:
+            continue
+        entry, rec = pair
         if rec is not None:
             _build(entry, rec, how)
         yield entry
@@ -142,9 +145,14 @@ def _stream(records: Iterable[StoredRecord], *, advances: bool) -> Iterator[Pair
         yield _Entry(rec.source, rec.identifier, rec.seq, advances), rec
 
 
-def _batches(pairs: Iterable[Pair], size: int) -> Iterator[list[Pair]]:
+def _batches(pairs: Iterable[Pair | None], size: int) -> Iterator[list[Pair]]:
+    """Batches of `size`; a shorter one (maybe empty) when the feed has nothing new."""
     batch: list[Pair] = []
     for pair in pairs:
+        if pair is None:
+            yield batch
+            batch = []
+            continue
         batch.append(pair)
         if len(batch) >= size:
             yield batch
@@ -168,6 +176,8 @@ def _in_line(path: Path, feed: Feed, how: _Enrichment) -> Iterator[Iterator[_Ent
 
 
 class _Raised:
+    """An exception of the builder thread, on its way to the writer's."""
+
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
 
@@ -179,9 +189,9 @@ class _Builder:
 
     The thread reads the store through its own connection (a Store is one sqlite3
     connection with explicit transactions: never shared between threads; see
-    also `_in_line`) and writes nothing: an unparsable record travels as an entry with an `error`,
-    which the writer records. A failure of the thread is raised in the writer's
-    thread."""
+    also `_in_line`) and writes nothing: an unparsable record travels as an
+    entry with an `error`, which the writer records. A failure of the thread is
+    raised in the writer's thread."""
 
     def __init__(self, path: Path, feed: Feed, how: _Enrichment, *, ahead: int) -> None:
         self.path, self.feed, self.how = path, feed, how
@@ -216,7 +226,7 @@ class _Builder:
         try:
             with Store(self.path) as own:
                 for batch in _batches(self.feed(own), _BATCH):
-                    if not self._put(list(_built(batch, self.how))):
+                    if self._stop.is_set() or batch and not self._put(list(_built(batch, self.how))):
                         return
             self._put(_DONE)
         except BaseException as exc:  # handed to the writer, which raises it
@@ -351,7 +361,8 @@ def _behind(exc: IndexError_, store: Store, report: SyncReport, started: float) 
     return err
 
 
-def _tail(store: Store, position: int, until: Callable[[], bool], poll: float) -> Iterator[Pair]:
+def _tail(store: Store, position: int, until: Callable[[], bool], poll: float
+          ) -> Iterator[Pair | None]:
     """Every change after `position`, including those committed while this runs,
     until `until()` is true and nothing newer is left."""
     last = position
@@ -366,6 +377,7 @@ def _tail(store: Store, position: int, until: Callable[[], bool], poll: float) -
         if not moved:
             if finished:
                 return
+            yield None  # nothing new: what was read so far can go, and a stop be heard
             time.sleep(poll)
 
 
@@ -404,7 +416,7 @@ def sync(store: Store, backend: IndexBackend, *, facilities: Mapping[str, str | 
                          ontology=ontology, chunk_size=chunk_size, on_progress=on_progress,
                          position=position)
 
-        def feed(own: Store) -> Iterator[Pair]:
+        def feed(own: Store) -> Iterator[Pair | None]:
             yield from _retries(own, name, position)
             if until is None:
                 yield from _stream(own.changes_since(position), advances=True)
