@@ -57,7 +57,7 @@ def exclusive_lock(path: Path, *, wait: float | None = 0.0, stop: threading.Even
 
 
 def source_lock(data_dir: Path, source: str, *, wait: float | None = 0.0, purpose: str = "harvest",
-                stop: threading.Event | None = None) -> "contextlib.AbstractContextManager[None]":
+                stop: threading.Event | None = None) -> contextlib.AbstractContextManager[None]:
     """Hold the source's lock (see exclusive_lock for `wait`)."""
     return exclusive_lock(lock_path(data_dir, source), wait=wait, stop=stop,
                           content=f"{os.getpid()} {purpose}\n",

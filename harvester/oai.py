@@ -72,8 +72,8 @@ def parse_page(content: bytes, url: str | None = None) -> tuple[etree._Element, 
 
 
 class Page:
-    """One OAI-PMH response. Duck-types sickle's OAIResponse (`params`, `xml`,
-    `raw`) so sickle's iterators can drive it, but parses exactly once."""
+    """One OAI-PMH response. Duck-types sickle's OAIResponse (`params`, `xml`)
+    so sickle's iterators can drive it, but parses exactly once."""
 
     def __init__(self, response: Response, params: Mapping[str, str]) -> None:
         self.params = dict(params)
@@ -84,10 +84,6 @@ class Page:
         except PageError as exc:
             exc.raw = response.content  # kept aside by the harvest, with the URL and reason
             raise
-
-    @property
-    def raw(self) -> str:
-        return self.response.content.decode("utf-8", errors="replace")
 
     @property
     def response_date(self) -> str | None:

@@ -131,10 +131,7 @@ class StateCollector(Collector):
                 self._store = Store(self._db_path)
             store = self._store
             position = store.index_position(name)
-            # Per source, counted from the seq index: cheap while the lag is small,
-            # which is when it is scraped most. (The Store has no per-source count.)
-            rows = dict(store.conn.execute(
-                "SELECT source, COUNT(*) FROM records WHERE seq > ? GROUP BY source", (position,)).fetchall())
+            rows = store.count_changes_by_source(position)
         for source in sources:
             lag.add_metric([name, source], float(rows.get(source, 0)))
         yield lag

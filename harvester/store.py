@@ -342,6 +342,12 @@ class Store:
     def count_changes_since(self, seq: int) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM records WHERE seq > ?", (seq,)).fetchone()[0]
 
+    def count_changes_by_source(self, seq: int) -> dict[str, int]:
+        """Changes after `seq` per source. Counted from the seq index: cheap while
+        the lag is small, which is when a metrics scrape asks most."""
+        return dict(self.conn.execute(
+            "SELECT source, COUNT(*) FROM records WHERE seq > ? GROUP BY source", (seq,)).fetchall())
+
     def counts(self, source: str) -> tuple[int, int]:
         """(live records, tombstones) of a source."""
         live, dead = self.conn.execute(
@@ -393,12 +399,6 @@ class Store:
                     """INSERT OR REPLACE INTO watermarks (source, set_spec, metadata_prefix,
                            response_date, completed_at) VALUES (?, ?, ?, ?, ?)""",
                     (source, set_spec, prefix, watermark, utcnow()))
-
-    def drop_checkpoint(self, source: str, set_spec: str, prefix: str) -> None:
-        with self._write():
-            self.conn.execute(
-                "DELETE FROM checkpoints WHERE source=? AND set_spec=? AND metadata_prefix=?",
-                (source, set_spec, prefix))
 
     def get_watermark(self, source: str, set_spec: str, prefix: str) -> str | None:
         row = self.conn.execute(
@@ -498,14 +498,6 @@ class Store:
             self.conn.execute("INSERT OR IGNORE INTO source_state (source) VALUES (?)", (source,))
             self.conn.execute("UPDATE source_state SET identify=?, identified_at=? WHERE source=?",
                               (json.dumps(identify), utcnow(), source))
-
-    def record_error(self, source: str, error: str) -> None:
-        with self._write():
-            self.conn.execute("INSERT OR IGNORE INTO source_state (source) VALUES (?)", (source,))
-            self.conn.execute("UPDATE source_state SET last_error=?, last_error_at=? WHERE source=?",
-                              (error, utcnow(), source))
-
-    # -- index bookkeeping ----------------------------------------------------
 
     def index_position(self, name: str) -> int:
         row = self.conn.execute("SELECT position FROM index_state WHERE name=?", (name,)).fetchone()

@@ -22,6 +22,7 @@ from harvester.store import IncomingRecord, Store
 from tests.conftest_index import FACILITIES, PANET_OWL, oai_record, unique_alias
 from tests.oaiserver import OAIServer
 from tests.recordgen import make_records
+from tests.test_index_cli import _config
 
 
 def _fill(store: Store, n: int, *, seed: int = 5, deleted_every: int = 0, bad_at: int | None = None) -> None:
@@ -214,20 +215,6 @@ def test_a_sync_follows_a_store_while_a_harvest_writes_it(
 
 
 # --- the follower process of `pan-harvester harvest` --------------------------------
-
-
-def _config(tmp_path: Path, server: OAIServer, **settings: str) -> Path:
-    from harvester.config import load_settings
-
-    lines = [f'{k} = "{v}"' for k, v in settings.items()]
-    lines += ['contact = "tests@pan-harvester.invalid"', "[http]", "delay = 0", "backoff = 0.01"]
-    for name in load_settings(environ={}).sources:
-        if name != "esrf":
-            lines += [f"[sources.{name}]", "enabled = false"]
-    lines += ["[sources.esrf]", f'url = "{server.url}"', "enabled = true", 'facility = "ESRF"']
-    path = tmp_path / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture

@@ -349,9 +349,14 @@ class _Writer:
             self.on_progress(self.report)
 
 
-def _behind(exc: IndexError_, store: Store, report: SyncReport, started: float) -> IndexError_:
+def _finished(report: SyncReport, store: Store, started: float) -> SyncReport:
     report.behind = store.count_changes_since(report.position)
     report.seconds = time.monotonic() - started
+    return report
+
+
+def _behind(exc: IndexError_, store: Store, report: SyncReport, started: float) -> IndexError_:
+    _finished(report, store, started)
     report.error = str(exc)
     err = IndexError_(
         f"{exc}. The index {report.alias!r} is behind the record store by {report.behind} "
@@ -427,9 +432,7 @@ def sync(store: Store, backend: IndexBackend, *, facilities: Mapping[str, str | 
         backend.refresh()
     except IndexError_ as exc:
         raise _behind(exc, store, report, started) from exc
-    report.behind = store.count_changes_since(report.position)
-    report.seconds = time.monotonic() - started
-    return report
+    return _finished(report, store, started)
 
 
 def rebuild(store: Store, backend: IndexBackend, *, facilities: Mapping[str, str | None] | None = None,
@@ -475,9 +478,7 @@ def rebuild(store: Store, backend: IndexBackend, *, facilities: Mapping[str, str
         backend.refresh()
     except IndexError_ as exc:
         raise _behind(exc, store, report, started) from exc
-    report.behind = store.count_changes_since(report.position)
-    report.seconds = time.monotonic() - started
-    return report
+    return _finished(report, store, started)
 
 
 # -- for the command line and the daemon (an app object: .settings, .store(), .tagger(), .ontology())
