@@ -94,6 +94,7 @@ _BREAK = "\x00"
 _SEP = "\x01"  # joins tokens for one lower() call; no token holds it
 _END = ""  # trie slot of a name's entry; no key is empty
 _CONNECTORS = frozenset({"and", "or", "/"})  # "&" reads as "and"
+_SENTENCE_END = re.compile(r"[.;!?](?=\s|$)|\x00")  # for background cues
 
 
 def _cased(words: Iterable[str]) -> frozenset[str]:
@@ -241,6 +242,7 @@ class _Knowledge:
     subject_only: frozenset[str]
     never: frozenset[str]
     not_used_after: dict[str, int]  # cue phrase -> how many words may stand between it and the name
+    not_used_in_sentence: list[str]  # cue words that make a whole sentence background
     probes: dict[str, str]
     facilities: dict[str, list[str]]  # normalised facility name -> probe names
     facility_keys: dict[str, str]  # normalised facility name -> facility key
@@ -300,6 +302,7 @@ def load_knowledge(directory: Path) -> _Knowledge:
         subject_only=frozenset(norm_name(n) for n in stop.get("text_only_as_subject", [])),
         never=frozenset(norm_name(n) for n in stop.get("never", [])),
         not_used_after=dict(cues),
+        not_used_in_sentence=list(stop.get("not_used_in_sentence", [])),
         probes=dict(fac.get("probes", {})),
         facilities=facilities,
         facility_keys=facility_keys,
@@ -417,6 +420,10 @@ class Tagger:
                 self._cues.setdefault(cue[anchor], []).append((cue, anchor, window))
         self._cue_words = frozenset(self._cues)
         self._cue_words_cased = _cased(self._cues)
+        background = sorted(k.not_used_in_sentence, key=len, reverse=True)
+        self._background = re.compile(
+            r"(?<!\w)(?:" + "|".join(re.escape(c).replace(r"\ ", r"\s+") for c in background) + r")(?!\w)",
+            re.IGNORECASE) if background else None
 
         self._facility_probe: dict[str, str] = {}
         for name, probes in k.facilities.items():
@@ -620,16 +627,33 @@ class Tagger:
         return [m for m in matches if m[1] not in dropped] if dropped else matches
 
     def _found(self, doc: _Text, matches: list[_Match]) -> list[tuple[tuple[str, ...], str, int]]:
-        """(iris, matched text, order) of each match: the text as written, found by
-        counting occurrences of the match's first and last tokens."""
+        """(iris, matched text, order) of each match: the text as written."""
+        return [(iris, doc.text[start:end], order) for iris, start, end, order in self._located(doc, matches)]
+
+    def _located(self, doc: _Text, matches: list[_Match]) -> list[tuple[tuple[str, ...], int, int, int]]:
+        """(iris, start, end, order) of each match: character offsets in the text, found
+        by counting occurrences of the match's first and last tokens."""
         text, tokens = doc.text, doc.tokens
         out = []
         for iris, first, last, order in matches:
             head, tail = tokens[first], tokens[last]
             start = _token_at(text, head, tokens[:first].count(head), 0)
             end = _token_at(text, tail, tokens[first:last].count(tail), start) + len(tail)
-            out.append((iris, text[start:end], order))
+            out.append((iris, start, end, order))
         return out
+
+    def _background_spans(self, text: str) -> list[tuple[int, int]]:
+        """Sentences holding a background cue ("Conventionally, phonons are measured by
+        INS or by IXS"): what they name is how others do it, not what this record did.
+        A sentence ends at ". ", "; ", "? ", "! " or between title and abstract."""
+        spans = []
+        for cue in self._background.finditer(text):  # type: ignore[union-attr]
+            start = 0
+            for end in _SENTENCE_END.finditer(text, 0, cue.start()):
+                start = end.end()
+            stop = _SENTENCE_END.search(text, cue.end())
+            spans.append((start, stop.start() if stop else len(text)))
+        return spans
 
     def _find(self, phrases: _Phrases, text: str | _Text, *,
               context: bool = False) -> list[tuple[tuple[str, ...], str, int]] | tuple[()]:
@@ -637,7 +661,13 @@ class Tagger:
         if phrases.starts.isdisjoint(doc.tokens):  # most texts: one C-level test and done
             return ()
         matches = self._scan(doc, phrases, coordinate=context, cues=context)
-        return self._found(doc, matches) if matches else ()
+        if not matches:
+            return ()
+        if context and self._background is not None and self._background.search(doc.text):
+            spans = self._background_spans(doc.text)
+            return [(iris, doc.text[start:end], order) for iris, start, end, order in self._located(doc, matches)
+                    if not any(a <= start < b for a, b in spans)]
+        return self._found(doc, matches)
 
     def _subject_names(self, value: str) -> tuple[str, list[tuple[tuple[str, ...], str, int]] | tuple[()]]:
         """("iri", ...) when a subject or keyword is a PaNET IRI or id; ("subject", names)

@@ -137,12 +137,41 @@ NOT_USED = [
     ("the data were collected without SANS", []),
     ("complementary SAXS measurements", ["small angle x-ray scattering"]),      # bare "complementary": used
     ("measurements similar to quick-EXAFS", ["extended x-ray absorption fine structure"]),
+    # a possibility is not what was done
+    ("a cell with potential for techniques such as X-ray Raman spectroscopy", []),
+    ("this paves the way for time-resolved SAXS", []),
+    ("samples kept for future SANS", []),
+    ("the Bragg diffraction peaks of the stack", []),
+    ("X-ray diffraction peaks were indexed", ["x-ray diffraction"]),  # the longer name wins
 ]
 
 
 @pytest.mark.parametrize(("text", "expected"), NOT_USED)
 def test_names_after_comparison_and_negation_cues(tagger, text, expected):
     assert labels(tagger.tag(summary=text)) == expected
+
+
+BACKGROUND = [
+    # a background cue makes its whole sentence how others do it, commas included
+    ("Conventionally, phonons are measured by inelastic neutron scattering on triple-axis "
+     "spectrometers, or by inelastic X-ray scattering. We used time-of-flight neutron spectroscopy.",
+     ["time of flight spectrometry"]),
+    ("Traditionally SAXS needs large samples; here SANS was used.", ["small angle neutron scattering"]),
+    # the next sentence is not background
+    ("Traditionally done otherwise. SAXS data of micelles.", ["small angle x-ray scattering"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BACKGROUND)
+def test_names_in_background_sentences(tagger, text, expected):
+    assert labels(tagger.tag(summary=text)) == expected
+
+
+def test_background_sentence_ends_at_the_title(tagger):
+    tags = tagger.tag(title="Conventionally prepared films", summary="SAXS of the films.")
+    assert [(t.label, t.field, t.text) for t in tags] == [("small angle x-ray scattering", "summary", "SAXS")]
+    tags = tagger.tag(title="SAXS of films", summary="Conventionally prepared.")
+    assert [(t.label, t.field) for t in tags] == [("small angle x-ray scattering", "title")]
 
 
 def test_comparison_cues_leave_subjects_alone(tagger):
