@@ -218,12 +218,15 @@ class _Phrases:
 
     def candidates(self, tokens: list[str]) -> list[int]:
         """Positions where a name may begin, in order: a token that may be a name alone,
-        or a pair of tokens that may begin a longer one (set lookups, no trie walk)."""
+        or a pair of tokens that may begin a longer one (set lookups, no trie walk).
+        Most tokens begin nothing: one C-level intersection finds the few that may."""
+        present = self.starts.intersection(tokens)
+        if not present:
+            return []
         singles, pairs = self.singles, self.pairs
-        out = [i for i, pair in enumerate(zip(tokens, tokens[1:])) if pair in pairs or pair[0] in singles]
-        if tokens and tokens[-1] in singles:
-            out.append(len(tokens) - 1)
-        return out
+        last = len(tokens) - 1
+        return [i for i, word in enumerate(tokens) if word in present and (
+            word in singles or (i < last and (word, tokens[i + 1]) in pairs))]
 
     def names(self, key: tuple[str, ...]) -> tuple[str, ...]:
         """The techniques ``key`` names (empty for stop phrases and non-names)."""
@@ -421,6 +424,8 @@ class Tagger:
         self._cue_words = frozenset(self._cues)
         self._cue_words_cased = _cased(self._cues)
         background = sorted(k.not_used_in_sentence, key=len, reverse=True)
+        # a cue's longest word, as running text writes it: a cheap first test for the regex
+        self._background_words = _cased(max(_Text(c).lower, key=len) for c in background if _Text(c).tokens)
         self._background = re.compile(
             r"(?<!\w)(?:" + "|".join(re.escape(c).replace(r"\ ", r"\s+") for c in background) + r")(?!\w)",
             re.IGNORECASE) if background else None
@@ -663,7 +668,8 @@ class Tagger:
         matches = self._scan(doc, phrases, coordinate=context, cues=context)
         if not matches:
             return ()
-        if context and self._background is not None and self._background.search(doc.text):
+        if context and self._background is not None and not self._background_words.isdisjoint(doc.tokens) \
+                and self._background.search(doc.text):
             spans = self._background_spans(doc.text)
             return [(iris, doc.text[start:end], order) for iris, start, end, order in self._located(doc, matches)
                     if not any(a <= start < b for a, b in spans)]
