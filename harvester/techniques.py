@@ -95,6 +95,14 @@ _SEP = "\x01"  # joins tokens for one lower() call; no token holds it
 _END = ""  # trie slot of a name's entry; no key is empty
 _CONNECTORS = frozenset({"and", "or", "/"})  # "&" reads as "and"
 _SENTENCE_END = re.compile(r"[.;!?](?=\s|$)|\x00")  # for background cues
+# A photon, neutron or muon context: a probe, a source or a beamline named in the text.
+# A generic name ("tomography", "reflectometry", "powder diffraction") is a PaN
+# technique only in such a record: upper-mantle tomography, time-domain reflectometry
+# in soil and NMR crystallography are not.
+_BEAM_CONTEXT = re.compile(
+    r"x[\s-]?rays?(?![a-z])|\b(?:neutrons?|muons?|µsr|μsr|musr|synchrotrons?|beam[\s-]?lines?|beam[\s-]?times?"
+    r"|xfels?|free[\s-]electron[\s-]lasers?|spallation|light[\s-]sources?|undulators?|photon[\s-]sources?)\b",
+    re.IGNORECASE)
 
 
 def _cased(words: Iterable[str]) -> frozenset[str]:
@@ -106,6 +114,7 @@ def _cased(words: Iterable[str]) -> frozenset[str]:
 
 
 _CONNECTORS_CASED = _cased(_CONNECTORS | {"&"})
+_UMBRELLA = 10  # descendants that make a technique an umbrella ("neutron diffraction": 10, "SAXS": 9)
 _COORD_WINDOW = 5  # tokens looked at on each side of a connector
 _CACHE_LIMIT = 50_000  # per memo; cleared when full (keywords and instruments repeat a lot)
 
@@ -246,6 +255,7 @@ class _Knowledge:
     never: frozenset[str]
     not_used_after: dict[str, int]  # cue phrase -> how many words may stand between it and the name
     not_used_in_sentence: list[str]  # cue words that make a whole sentence background
+    needs_context: list[str]  # PaNET ids of generic techniques, tagged only in a beam context
     probes: dict[str, str]
     facilities: dict[str, list[str]]  # normalised facility name -> probe names
     facility_keys: dict[str, str]  # normalised facility name -> facility key
@@ -306,6 +316,7 @@ def load_knowledge(directory: Path) -> _Knowledge:
         never=frozenset(norm_name(n) for n in stop.get("never", [])),
         not_used_after=dict(cues),
         not_used_in_sentence=list(stop.get("not_used_in_sentence", [])),
+        needs_context=_ids(stop.get("needs_context", []), "stoplist.toml needs_context"),
         probes=dict(fac.get("probes", {})),
         facilities=facilities,
         facility_keys=facility_keys,
@@ -375,6 +386,8 @@ class Tagger:
         self._word_vocab: set[str] = set()
         self._acro_vocab: set[str] = set()
         self._ancestors = {t.iri: ontology.ancestors(t.iri) for t in ontology}
+        # techniques with many descendants: "neutron scattering", "x-ray diffraction"
+        self._umbrellas = frozenset(t.iri for t in ontology if len(ontology.descendants(t.iri)) >= _UMBRELLA)
         self._tag_fields = {t.iri: (t.id, t.label) for t in ontology}
 
         # (name, iris, priority): PaNET label 0, project synonym 1, PaNET synonym 2.
@@ -430,6 +443,7 @@ class Tagger:
             r"(?<!\w)(?:" + "|".join(re.escape(c).replace(r"\ ", r"\s+") for c in background) + r")(?!\w)",
             re.IGNORECASE) if background else None
 
+        self._needs_context = frozenset(self._iris(k.needs_context))
         self._facility_probe: dict[str, str] = {}
         for name, probes in k.facilities.items():
             if len(probes) == 1 and (probe := k.probes.get(probes[0])) and (iris := self._iris([probe])):
@@ -768,7 +782,17 @@ class Tagger:
                         append((3, 2, m.start(), iri, "instrument", "title", m.group()))
         if probe and not hits:
             append((4, 5, 0, probe, "facility", "facility", facility.strip()))  # type: ignore[union-attr]
-        return self._resolve(hits) if hits else []
+        if not hits:
+            return []
+        # A generic technique needs a photon, neutron or muon context in the record: a
+        # known facility, an instrument, a specific technique, or a probe or source named.
+        generic = self._needs_context
+        if facility_key is None and not generic.isdisjoint(h[3] for h in hits) and all(
+                h[3] in generic and h[4] != "iri" and h[0] < 3 for h in hits) and not any(
+                _BEAM_CONTEXT.search(value) for value in (
+                    title, summary, *keywords, *(s.value for s in subjects), *instruments) if value):
+            return []
+        return self._resolve(hits)
 
     def _given(self, value: str) -> str | None:
         """The IRI when ``value`` is a PaNET technique IRI or id ("PaNET01188", a purl)."""
@@ -818,10 +842,14 @@ class Tagger:
             ancestors = self._ancestors
             kept = [hit for hit in kept if hit[4] == "iri" or not any(
                 hit[3] in ancestors[other[3]] for other in kept if other[0] <= hit[0] and other is not hit)]
-            # Nor a weak guess more specific than what the record itself says: a
-            # beamline known for USAXS on a record that says SAXS would override it.
+            # Nor a weak guess more specific than a specific technique the record itself
+            # names: a beamline known for USAXS on a record that says SAXS would override
+            # it. An umbrella the record names ("neutron scattering data from IN20") is
+            # refined by the instrument (a triple-axis spectrometer: INS).
+            umbrellas = self._umbrellas
             kept = [hit for hit in kept if hit[0] < 3 or not any(
-                other[0] < 3 and other[3] in ancestors[hit[3]] for other in kept)]
+                other[0] < 3 and other[3] in ancestors[hit[3]] and other[3] not in umbrellas
+                for other in kept)]
         fields = self._tag_fields
         return [_new_tag({"iri": iri, "id": fields[iri][0], "label": fields[iri][1], "method": method,
                           "field": field, "text": text, "weak": strength >= 3})

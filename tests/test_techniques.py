@@ -109,7 +109,7 @@ COORDINATED = [
     ("neutron imaging and diffraction", ["imaging", "neutron diffraction"]),  # the probe is ND's ancestor
     # two whole names need no rule; unrelated words are not names
     ("SANS and SAXS", ["small angle neutron scattering", "small angle x-ray scattering"]),
-    ("temperature and pressure dependent diffraction", ["diffraction"]),
+    ("temperature and pressure dependent diffraction at the beamline", ["diffraction"]),
     ("neutron and photon sources", []),
 ]
 
@@ -167,6 +167,31 @@ def test_names_in_background_sentences(tagger, text, expected):
     assert labels(tagger.tag(summary=text)) == expected
 
 
+NEEDS_CONTEXT = [
+    # a generic technique alone is a PaN technique only in a photon/neutron/muon context
+    ({"title": "Relative arrival-time upper-mantle tomography"}, []),
+    ({"title": "Water content by time domain reflectometry"}, []),
+    ({"title": "NMR crystallography of a polymorph"}, []),
+    ({"title": "Tomography of a battery", "facility": "ESRF"}, ["tomography"]),      # a known facility
+    ({"title": "Tomography of a battery at the beamline"}, ["tomography"]),           # a source named
+    ({"title": "Tomography of a battery", "keywords": ["synchrotron"]}, ["tomography"]),
+    ({"title": "Tomography and SAXS of a battery"}, ["tomography", "small angle x-ray scattering"]),
+    ({"title": "X-ray tomography of a battery"}, ["x-ray tomography"]),               # specific
+    ({"title": "Computed tomography of the chest"}, ["x-ray tomography"]),            # CT is X-rays
+]
+
+
+@pytest.mark.parametrize(("record", "expected"), NEEDS_CONTEXT)
+def test_generic_techniques_need_a_beam_context(tagger, record, expected):
+    assert labels(tagger.tag(**record)) == expected
+
+
+def test_instrument_refines_an_umbrella_but_not_a_specific_technique(tagger):
+    # "neutron scattering" is an umbrella: IN20, a triple-axis spectrometer, says which
+    tags = tagger.tag(summary="IN20 neutron scattering data", instruments=["IN20"], facility="ILL")
+    assert "inelastic neutron spectroscopy" in labels(tags)
+
+
 def test_background_sentence_ends_at_the_title(tagger):
     tags = tagger.tag(title="Conventionally prepared films", summary="SAXS of the films.")
     assert [(t.label, t.field, t.text) for t in tags] == [("small angle x-ray scattering", "summary", "SAXS")]
@@ -194,7 +219,7 @@ PHRASES = [
     ("protein crystallography", ["macromolecular crystallography"]),
     ("MX", ["macromolecular crystallography"]),
     ("total neutron scattering", ["total scattering", "neutron scattering"]),
-    ("atomic pair distribution function", ["pair distribution function"]),
+    ("atomic pair distribution function from synchrotron data", ["pair distribution function"]),
     ("phase-contrast microtomography", ["phase contrast imaging", "microtomography"]),
     ("phase-contrast synchrotron tomography", ["phase contrast imaging", "tomography"]),   # a filler word
     ("propagation-based phase contrast tomography", ["propagation phase contrast tomography"]),
@@ -530,16 +555,16 @@ def test_evaluation_set_figures(tagger):
     from harvester.cli.techniques import record_arguments
 
     entries = load_entries()
-    original = [e for e in entries if e.get("batch", 1) == 1]
-    new = [e for e in entries if e.get("batch", 1) == 2]
-    assert len(original) >= 100 and len(new) >= 60
-    assert sum(1 for e in entries if not e["gold"]) >= 35
+    batches = {b: [e for e in entries if e.get("batch", 1) == b] for b in (1, 2, 3)}
+    assert len(batches[1]) >= 100 and len(batches[2]) >= 60 and len(batches[3]) >= 80
+    assert sum(1 for e in entries if not e["gold"]) >= 55
     assert len({e["id"] for e in entries}) == len(entries)
     assert all(e["source"] and e["basis"] and all(tagger.ontology.technique(g) for g in e["gold"]) for e in entries)
-    # the goal on everything; floors a little under today's figures per batch
-    for part, precision, recall in ((entries, 0.95, 0.85), (original, 0.95, 0.85), (new, 0.92, 0.83)):
+    # floors a little under today's figures per batch (tests/data/README.md has them):
+    # batch 1 holds the goal; batch 3, the hardest, is the honest estimate
+    for batch, precision, recall in ((1, 0.95, 0.85), (2, 0.94, 0.83), (3, 0.87, 0.60)):
         for weak in (True, False):
-            result = evaluate(tagger, part, weak=weak)
+            result = evaluate(tagger, batches[batch], weak=weak)
             assert result["precision"] >= precision and result["recall"] >= recall, {
                 k: v for k, v in result.items() if k != "errors"}
     negatives = [e for e in entries if not e["gold"]]
