@@ -786,12 +786,15 @@ class Tagger:
             return []
         # A generic technique needs a photon, neutron or muon context in the record: a
         # known facility, an instrument, a specific technique, or a probe or source named.
-        generic = self._needs_context
-        if facility_key is None and not generic.isdisjoint(h[3] for h in hits) and all(
-                h[3] in generic and h[4] != "iri" and h[0] < 3 for h in hits) and not any(
-                _BEAM_CONTEXT.search(value) for value in (
-                    title, summary, *keywords, *(s.value for s in subjects), *instruments) if value):
-            return []
+        if facility_key is None:
+            generic = self._needs_context
+            for hit in hits:
+                if hit[3] not in generic or hit[4] == "iri" or hit[0] >= 3:
+                    break  # most records: the first hit is specific
+            else:
+                if not any(_BEAM_CONTEXT.search(value) for value in (
+                        title, summary, *keywords, *(s.value for s in subjects), *instruments) if value):
+                    return []
         return self._resolve(hits)
 
     def _given(self, value: str) -> str | None:
