@@ -17,9 +17,9 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 _new = object.__new__
-_set = object.__setattr__
-# BaseModel's own slots, set through their descriptors as pydantic's model_construct
-# does, minus the attribute lookups (this runs ~10 times per mapped record).
+# BaseModel's own slots (__dict__ included), set through their descriptors as pydantic's
+# model_construct does, minus the attribute lookups (this runs ~10 times per mapped record).
+_set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
@@ -41,7 +41,7 @@ class _Model(BaseModel):
         and tests/test_document_build.py checks that output against model_validate.
         """
         model = _new(cls)
-        _set(model, "__dict__", values)
+        _set_dict(model, values)
         _set_fields_set(model, set(values))
         _set_extra(model, None)
         _set_private(model, None)

@@ -16,7 +16,9 @@ in records.py, because they cannot hurt anyone else:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from types import MappingProxyType
 
 from lxml import etree
 
@@ -51,21 +53,29 @@ def scicat_datasets(doc: Document, root: etree._Element) -> Document:
     return doc
 
 
-QUIRKS: dict[str, tuple[Fix, ...]] = {
+# Read-only: fixes_for memoises what it finds here.
+QUIRKS: Mapping[str, tuple[Fix, ...]] = MappingProxyType({
     "hzb": (instrument_from_collected_by,),
     "ess": (scicat_datasets,),
-}
+})
 
 
 def apply(doc: Document, root: etree._Element, *, source: str | None = None,
           facility: str | None = None) -> Document:
     """Run the fixes registered for the facility, then those for the source (once each)."""
-    done: set[Fix] = set()
-    for key in (facility, source):
-        if not key:
-            continue
-        for fix in QUIRKS.get(key.lower(), ()):
-            if fix not in done:
-                done.add(fix)
-                doc = fix(doc, root)
+    for fix in fixes_for(facility, source):
+        doc = fix(doc, root)
     return doc
+
+
+@lru_cache(maxsize=256)
+def fixes_for(facility: str | None, source: str | None) -> tuple[Fix, ...]:
+    """The fixes for the facility, then those for the source, each once. Memoised: this
+    runs for every record, and a harvest sees a handful of (facility, source) pairs."""
+    fixes: list[Fix] = []
+    for key in (facility, source):
+        for fix in QUIRKS.get(key.lower(), ()) if key else ():
+            if fix not in fixes:
+                fixes.append(fix)
+    return tuple(fixes)
+

@@ -18,7 +18,7 @@ and carries on with the page.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from lxml import etree
 
@@ -53,6 +53,17 @@ from harvester.normalize import (
 __all__ = ["parse_record", "parse_element", "safe_parser"]
 
 _OPENAIRE_NS = "http://namespace.openaire.eu/schema/oaire/"
+_OPENAIRE_CLARK = "{" + _OPENAIRE_NS
+
+# The models' trusted constructors, bound once: looking up a classmethod on every call
+# costs ~0.1 us, and the mapper builds ~10 models per record.
+_new_document = Document.trusted
+_new_person = Person.trusted
+_new_affiliation = Affiliation.trusted
+_new_instrument = Instrument.trusted
+_new_date = DateInfo.trusted
+_new_related = RelatedIdentifier.trusted
+_new_subject = Subject.trusted
 
 
 def parse_record(raw: bytes, *, source: str, facility: str | None = None,
@@ -103,68 +114,46 @@ def parse_element(root: etree._Element, *, source: str, facility: str | None = N
         name = _LOCAL[payload.tag]
 
     if name == "resource":
-        fields = _map_datacite(payload)
+        values, hosting_institution, instruments = _map_datacite(payload)
     elif name == "dc":
-        fields = _map_dc(payload)
+        values, hosting_institution, instruments = _map_dc(payload), None, None
     else:
         raise RecordError(f"unsupported metadata format <{name}>", identifier=oai_identifier)
 
-    pid = fields["pid"]
+    pid = values["pid"]
     if not pid and not oai_identifier:
         raise RecordError("record has no identifier")
-    title = fields["title"]
-    if not title:
+    if not values["title"]:
         raise RecordError("record has no title", identifier=oai_identifier or pid)
 
-    get = fields.get
     # The facility: as configured for the source, else the hosting institution the record
     # names (an instrument record's publisher may be someone else), else the publisher.
-    publisher = get("publisher")
-    the_facility = facility or get("hosting_institution") or publisher
-    # Every field, in declaration order, each of its declared type: Document.trusted
-    # skips validation (tests/test_document_build.py checks the output against it).
-    document = Document.trusted({
-        "source": source,
-        # A missing or empty header identifier (bare payloads; the ESS "broken id"
-        # record) falls back to the record's own pid: it is as stable across harvests
-        # as an OAI identifier, so re-harvesting the record updates the same document.
-        "oai_identifier": oai_identifier or pid,
-        "datestamp": datestamp,
-        "metadata_prefix": metadata_prefix,
-        "format": fields["format"],
-        "pid": pid or oai_identifier,
-        "doi": fields["doi"],
-        "title": title,
-        "summary": fields["summary"],
-        "keywords": fields["keywords"],
-        "subjects": fields["subjects"],
-        "license": fields["license"],
-        "license_uri": fields["license_uri"],
-        "rights": fields["rights"],
-        "access_rights": fields["access_rights"],
-        "is_public": fields["is_public"],
-        "release_date": fields["release_date"],
-        "publication_year": fields["publication_year"],
-        "creators": fields["creators"],
-        "contributors": fields["contributors"],
-        "publisher": publisher,
-        "facility": the_facility,
-        "instruments": [Instrument.trusted({"name": name, "pid": instrument_pid,
-                                            "facility": the_facility})
-                        for name, instrument_pid in fields["instruments"]],
-        "resource_type": get("resource_type"),
-        "resource_type_general": get("resource_type_general"),
-        "dates": fields["dates"],
-        "collection_start": get("collection_start"),
-        "collection_end": get("collection_end"),
-        "related_identifiers": fields["related_identifiers"],
-        "sizes": get("sizes") or [],
-        "formats": fields["formats"],
-        "language": get("language"),
-        "techniques": [],
-        "ontology_version": None,
-    })
-    return quirks.apply(document, payload, source=source, facility=facility)
+    the_facility = facility or hosting_institution or values["publisher"]
+    # `values` holds every field, in declaration order, each of its declared type:
+    # Document.trusted skips validation (tests/test_document_build.py checks the output
+    # against it). What the payload alone cannot say is filled in here.
+    values["source"] = source
+    # A missing or empty header identifier (bare payloads; the ESS "broken id" record)
+    # falls back to the record's own pid: it is as stable across harvests as an OAI
+    # identifier, so re-harvesting the record updates the same document.
+    values["oai_identifier"] = oai_identifier or pid
+    values["datestamp"] = datestamp
+    values["metadata_prefix"] = metadata_prefix
+    values["pid"] = pid or oai_identifier
+    values["facility"] = the_facility
+    values["instruments"] = [
+        _new_instrument({"name": name, "pid": instrument_pid, "facility": the_facility})
+        for name, instrument_pid in instruments] if instruments else []
+    values["techniques"] = []
+    document = _new_document(values)
+    for fix in quirks.fixes_for(facility, source):  # quirks.apply, minus a call
+        document = fix(document, payload)
+    return document
+
+
+# Every field of a Document, in declaration order, all None: each record's values are
+# filled into a copy of it, so that they are built once, already in the right order.
+_BLANK_DOCUMENT: dict[str, Any] = dict.fromkeys(Document.model_fields)
 
 
 # --- XML helpers ---------------------------------------------------------------------
@@ -246,20 +235,23 @@ _DATE_YEAR_FALLBACK = ("Available", "Accepted", "Issued")  # when publicationYea
 _RELEASE_TYPES = ("Available", "Issued")  # "made publicly available" is the release
 
 
-class _Rights(NamedTuple):
-    text: str
-    uri: str | None = None  # rightsURI, or licenseCondition/@uri
-    identifier: str | None = None  # rightsIdentifier
-    declared_spdx: bool = False  # rightsIdentifierScheme="SPDX"
+# One rights statement: (text, rightsURI or licenseCondition/@uri, rightsIdentifier,
+# rightsIdentifierScheme="SPDX"). A plain tuple: a NamedTuple's constructor is Python code.
+_Rights = tuple[str, str | None, str | None, bool]
 
 
 class _State:
-    """What one pass over a DataCite resource collects before it becomes fields."""
+    """What one pass over a DataCite resource collects: the Document values it can set
+    directly, and what becomes values once the whole resource is seen."""
 
-    __slots__ = ("identifiers", "alternates", "titles", "descriptions", "rights", "dates",
-                 "publication_year", "fields", "instruments", "related")
+    __slots__ = ("values", "identifiers", "alternates", "titles", "descriptions", "rights",
+                 "dates", "publication_year", "language_seen", "instruments", "related")
 
     def __init__(self) -> None:
+        self.values = values = _BLANK_DOCUMENT.copy()
+        values["creators"], values["contributors"] = [], []
+        values["subjects"], values["keywords"] = [], []
+        values["sizes"], values["formats"] = [], []
         self.identifiers: list[tuple[str, str]] = []  # (identifierType, value)
         self.alternates: list[tuple[str, str]] = []
         self.titles: list[tuple[str | None, str]] = []  # (titleType, text)
@@ -267,12 +259,9 @@ class _State:
         self.rights: list[_Rights] = []
         self.dates: list[DateInfo] = []
         self.publication_year: str | None = None
+        self.language_seen = False  # the first <language> counts, even an empty one
         self.instruments: list[tuple[str, str | None]] = []  # (name, pid)
         self.related: list[tuple[str, str | None, str | None]] = []  # (identifier, type, relation)
-        self.fields: dict[str, Any] = {
-            "creators": [], "contributors": [], "subjects": [], "keywords": [],
-            "sizes": [], "formats": [],
-        }
 
 
 def _identifier(el, st: _State) -> None:
@@ -314,9 +303,14 @@ def _person(el, role: str | None) -> Person | None:
     local = _LOCAL
     for child in el[:]:
         name = local[child.tag]
+        # The commonest children first: this runs for every child of every person.
         if name == "creatorName" or name == "contributorName":
             full = _text(child)
             name_type = child.get("nameType")
+        elif name == "givenName":
+            given = _text(child) or None
+        elif name == "familyName":
+            family = _text(child) or None
         elif name == "affiliation":
             affiliation = _affiliation(child)
             if affiliation and affiliation not in affiliations:
@@ -329,10 +323,6 @@ def _person(el, role: str | None) -> Person | None:
                 orcid = orcid or normalize_orcid(value)
             elif scheme == "ROR" or "ror.org" in value:
                 has_ror = True
-        elif name == "givenName":
-            given = _text(child) or None
-        elif name == "familyName":
-            family = _text(child) or None
     if is_placeholder(full):
         # ":null" (ISIS), ":unav" (HZB) or empty: keep the person only if the parts say who.
         if not family or is_placeholder(family):
@@ -348,10 +338,10 @@ def _person(el, role: str | None) -> Person | None:
         split_given, split_family = split_name(full)
         given = given or split_given
         family = family or split_family
-    return Person.trusted({
+    return _new_person({
         "full_name": full, "given_name": given, "family_name": family, "orcid": orcid,
-        "affiliations": [Affiliation.trusted({"name": name, "ror": ror})
-                         for name, ror in affiliations],
+        "affiliations": [_new_affiliation({"name": name, "ror": ror})
+                         for name, ror in affiliations] if affiliations else [],
         "role": role, "kind": kind})
 
 
@@ -366,7 +356,7 @@ def _affiliation(el) -> tuple[str, str | None] | None:
 
 
 def _creators(el, st: _State) -> None:
-    people = st.fields["creators"]
+    people = st.values["creators"]
     for child in _elements(el):
         person = _person(child, None)
         if person:
@@ -374,7 +364,7 @@ def _creators(el, st: _State) -> None:
 
 
 def _contributors(el, st: _State) -> None:
-    people = st.fields["contributors"]
+    people = st.values["contributors"]
     for child in _elements(el):
         person = _person(child, child.get("contributorType"))
         if person:
@@ -382,7 +372,7 @@ def _contributors(el, st: _State) -> None:
 
 
 def _publisher(el, st: _State) -> None:
-    st.fields["publisher"] = _text(el) or None
+    st.values["publisher"] = _text(el) or None
 
 
 def _publication_year(el, st: _State) -> None:
@@ -390,39 +380,38 @@ def _publication_year(el, st: _State) -> None:
 
 
 def _resource_type(el, st: _State) -> None:
-    st.fields["resource_type"] = _text(el) or None
-    st.fields["resource_type_general"] = el.get("resourceTypeGeneral")
+    st.values["resource_type"] = _text(el) or None
+    st.values["resource_type_general"] = el.get("resourceTypeGeneral")
 
 
 def _subjects(el, st: _State) -> None:
-    subjects, keywords = st.fields["subjects"], st.fields["keywords"]
+    subjects, keywords = st.values["subjects"], st.values["keywords"]
     for child in _elements(el):
         value = _text(child)
         if not value:
             continue
         scheme = child.get("subjectScheme")
-        subjects.append(Subject.trusted({"value": value, "scheme": scheme,
-                                         "scheme_uri": child.get("schemeURI"),
-                                         "value_uri": child.get("valueURI")}))
+        subjects.append(_new_subject({"value": value, "scheme": scheme,
+                                      "scheme_uri": child.get("schemeURI"),
+                                      "value_uri": child.get("valueURI")}))
         if (not scheme or "keyword" in scheme.lower()) and value not in keywords:
             keywords.append(value)
 
 
 def _dates(el, st: _State) -> None:
+    dates = st.dates
     for child in _elements(el):
-        _date(child, st)
-
-
-def _date(el, st: _State) -> None:
-    raw = _text(el)
-    if raw:
-        start, end = date_range(raw)
-        st.dates.append(DateInfo.trusted({"type": el.get("dateType") or "Other",
-                                          "start": start, "end": end, "raw": raw}))
+        raw = _text(child)
+        if raw:
+            start, end = date_range(raw)
+            dates.append(_new_date({"type": child.get("dateType") or "Other",
+                                    "start": start, "end": end, "raw": raw}))
 
 
 def _language(el, st: _State) -> None:
-    st.fields.setdefault("language", _text(el) or None)
+    if not st.language_seen:
+        st.language_seen = True
+        st.values["language"] = _text(el) or None
 
 
 def _related_identifiers(el, st: _State) -> None:
@@ -473,17 +462,17 @@ def _texts(el) -> list[str]:
 
 
 def _sizes(el, st: _State) -> None:
-    st.fields["sizes"].extend(_texts(el))
+    st.values["sizes"].extend(_texts(el))
 
 
 def _formats(el, st: _State) -> None:
-    st.fields["formats"].extend(_texts(el))
+    st.values["formats"].extend(_texts(el))
 
 
 def _format(el, st: _State) -> None:  # OpenAIRE: dc:format directly under the resource
     text = _text(el)
     if text:
-        st.fields["formats"].append(text)
+        st.values["formats"].append(text)
 
 
 def _rights_list(el, st: _State) -> None:
@@ -494,11 +483,11 @@ def _rights_list(el, st: _State) -> None:
 def _rights(el, st: _State) -> None:
     identifier = el.get("rightsIdentifier")
     spdx = (el.get("rightsIdentifierScheme") or "").upper() == "SPDX"
-    st.rights.append(_Rights(_text(el), el.get("rightsURI"), identifier, spdx))
+    st.rights.append((_text(el), el.get("rightsURI"), identifier, spdx))
 
 
 def _license_condition(el, st: _State) -> None:  # OpenAIRE: oaire:licenseCondition uri=...
-    st.rights.append(_Rights(_text(el), el.get("uri")))
+    st.rights.append((_text(el), el.get("uri"), None, False))
 
 
 _DATACITE: dict[str, Callable[[Any, _State], None]] = {
@@ -541,16 +530,21 @@ class _Handlers(dict[Any, Callable[[Any, _State], None] | None]):
 _DATACITE_BY_TAG = _Handlers()
 
 
-def _map_datacite(resource: etree._Element) -> dict[str, Any]:
+def _map_datacite(resource: etree._Element) -> tuple[dict[str, Any], str | None,
+                                                      list[tuple[str, str | None]]]:
+    """(the Document's values, the hosting institution, the instruments as (name, pid))."""
     st = _State()
     by_tag = _DATACITE_BY_TAG
     for child in resource[:]:
         handler = by_tag[child.tag]
         if handler is not None:
             handler(child, st)
-    fields = st.fields
-    fields["hosting_institution"] = next(
-        (p.full_name for p in fields["contributors"] if p.role == "HostingInstitution"), None)
+    fields = st.values
+    hosting = None
+    for person in fields["contributors"]:  # a loop, not next(genexpr): most lists are empty
+        if person.role == "HostingInstitution":
+            hosting = person.full_name
+            break
 
     doi = None
     for id_type, value in st.identifiers:
@@ -564,33 +558,46 @@ def _map_datacite(resource: etree._Element) -> dict[str, Any]:
     fields["doi"] = doi
     fields["pid"] = doi or (st.identifiers[0][1] if st.identifiers else None)
 
-    fields["title"] = next((text for kind, text in st.titles if not kind),
-                           st.titles[0][1] if st.titles else None)
+    title = None  # the first title without a titleType, else the first title
+    for kind, text in st.titles:
+        if not kind:
+            title = text
+            break
+    else:
+        if st.titles:
+            title = st.titles[0][1]
+    fields["title"] = title
     fields["summary"] = _summary(st.descriptions)
     _apply_rights(fields, st.rights)
     _apply_dates(fields, st.dates, year_of(st.publication_year))
-    fields["instruments"] = _merge_instruments(st.instruments) if st.instruments else []
     fields["related_identifiers"] = [
-        RelatedIdentifier.trusted({"identifier": identifier, "type": id_type,
-                                   "relation": relation})
-        for identifier, id_type, relation in st.related]
+        _new_related({"identifier": identifier, "type": id_type, "relation": relation})
+        for identifier, id_type, relation in st.related] if st.related else []
     fields["format"] = "openaire" if _is_openaire(resource) else "datacite"
-    return fields
+    return fields, hosting, _merge_instruments(st.instruments) if st.instruments else []
 
 
 def _is_openaire(resource: etree._Element) -> bool:
     # SciCat's /openaire route: a DataCite resource whose default namespace is OpenAIRE's.
-    return (resource.tag.startswith("{" + _OPENAIRE_NS)
-            or resource.nsmap.get(None) == _OPENAIRE_NS)
+    # An unprefixed resource is in the default namespace, so its tag tells; only a prefixed
+    # one (ESS: datacite:resource) needs the namespaces in scope, which lxml builds as a
+    # new dict on every call.
+    return (resource.tag.startswith(_OPENAIRE_CLARK)
+            or (resource.prefix is not None and resource.nsmap.get(None) == _OPENAIRE_NS))
 
 
 def _summary(descriptions: list[tuple[str | None, str]]) -> str | None:
-    # A bare URL (ESS writes a wiki link as the "abstract") describes nothing.
-    usable = [(kind, text) for kind, text in descriptions if not is_bare_url(text)]
-    for kind, text in usable:
+    """The first abstract, else the first description; a bare URL (ESS writes a wiki
+    link as the "abstract") describes nothing."""
+    first = None
+    for kind, text in descriptions:
+        if is_bare_url(text):
+            continue
         if kind == "Abstract":
             return text
-    return usable[0][1] if usable else None
+        if first is None:
+            first = text
+    return first
 
 
 def _apply_rights(fields: dict[str, Any], rights: list[_Rights]) -> None:
@@ -648,10 +655,13 @@ def _apply_dates(fields: dict[str, Any], dates: list[DateInfo],
     fields["publication_year"] = publication_year
     release = None
     for date_type in _RELEASE_TYPES:
-        # the most precise of the dates of that type ("2018-01-18" beats "2018")
-        starts = [d.start for d in dates if d.type == date_type and d.start]
-        if starts:
-            release = max(starts, key=len)
+        # the most precise of the dates of that type ("2018-01-18" beats "2018"), the
+        # first of equals
+        for date in dates:
+            start = date.start
+            if start and date.type == date_type and (not release or len(start) > len(release)):
+                release = start
+        if release:
             break
     fields["release_date"] = release or (str(publication_year) if publication_year else None)
 
@@ -696,10 +706,11 @@ def _dc_date(raw: str) -> DateInfo:
         if sep and label.strip().lower() in _DATE_TYPES:  # viringo: "Issued: 2018-01-18"
             date_type, value = _DATE_TYPES[label.strip().lower()], rest.strip()
     start, end = date_range(value)
-    return DateInfo.trusted({"type": date_type, "start": start, "end": end, "raw": raw})
+    return _new_date({"type": date_type, "start": start, "end": end, "raw": raw})
 
 
 def _map_dc(dc: etree._Element) -> dict[str, Any]:
+    """The Document's values (no instruments, no hosting institution in oai_dc)."""
     values: dict[str, list[str]] = {}
     for child in dc[:]:
         name = _LOCAL[child.tag]
@@ -725,7 +736,7 @@ def _map_dc(dc: etree._Element) -> dict[str, Any]:
         else:
             is_url = relation.lower().startswith(("http://", "https://"))
             identifier, id_type = relation, "URL" if is_url else None
-        related.append(RelatedIdentifier.trusted(
+        related.append(_new_related(
             {"identifier": identifier, "type": id_type, "relation": None}))
     general = resource_type = None
     for dc_type in get("type", []):
@@ -735,31 +746,32 @@ def _map_dc(dc: etree._Element) -> dict[str, Any]:
         elif not canonical and resource_type is None:
             resource_type = dc_type
 
-    fields: dict[str, Any] = {
+    fields = _BLANK_DOCUMENT.copy()
+    fields.update({
         "format": "oai_dc",
         "doi": doi,
         "pid": doi or (identifiers[0] if identifiers else None),
         "title": (get("title") or [None])[0],
         "summary": _summary([(None, d) for d in get("description", [])]),
         "keywords": keywords,
-        "subjects": [Subject.trusted({"value": k, "scheme": None, "scheme_uri": None,
-                                      "value_uri": None}) for k in keywords],
+        "subjects": [_new_subject({"value": k, "scheme": None, "scheme_uri": None,
+                                   "value_uri": None}) for k in keywords],
         "creators": creators,
         "contributors": contributors,
         "publisher": (get("publisher") or [None])[0],
         "resource_type": resource_type,
         "resource_type_general": general,
         "related_identifiers": related,
+        "sizes": [],
         "formats": get("format", []),
         "language": (get("language") or [None])[0],
-        "instruments": [],
-    }
-    _apply_rights(fields, [_Rights(text) for text in get("rights", [])])
+    })
+    _apply_rights(fields, [(text, None, None, False) for text in get("rights", [])])
     _apply_dates(fields, [_dc_date(raw) for raw in get("date", [])], None)
     return fields
 
 
 def _dc_person(full_name: str) -> Person:
     given, family = split_name(full_name)
-    return Person.trusted({"full_name": full_name, "given_name": given, "family_name": family,
-                           "orcid": None, "affiliations": [], "role": None, "kind": None})
+    return _new_person({"full_name": full_name, "given_name": given, "family_name": family,
+                        "orcid": None, "affiliations": [], "role": None, "kind": None})
