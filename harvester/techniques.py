@@ -10,7 +10,9 @@ Evidence, most certain first (``TechniqueTag.method``):
 3. ``text``: names and acronyms found in the title, abstract and longer
    keywords; acronyms must match case ("SANS" yes, French "sans" no);
 4. ``instrument`` (weak): the record's instrument is built for a technique
-   (ILL D22 -> SANS), from ``ontology/instruments.toml``;
+   (ILL D22 -> SANS), from ``ontology/instruments.toml``; it refines an
+   umbrella the record names ("neutron scattering" on IN20 -> INS) but never
+   narrows a specific one (SAXS on a beamline also known for USAXS);
 5. ``facility`` (weak): a facility with a single probe (ILL -> neutron probe
    technique), from ``ontology/facilities.toml``, and only when nothing above
    found a technique: next to a named technique a probe adds nothing, and
@@ -33,8 +35,15 @@ each has a rule here rather than a synonym per combination.
 * Fillers: "phase-contrast synchrotron tomography" is phase contrast
   tomography ("synchrotron", "based" may stand inside a name).
 * Comparison and negation: a name right after "compared to", "unlike",
-  "instead of", "is not a"... in the same clause is a technique the record
-  measures against, not one it used (``[not_used_after]`` in the stoplist).
+  "instead of", "is not a", "conventional", "with potential for"... in the
+  same clause is a technique the record measures against, or might use one
+  day, not one it used (``[not_used_after]`` in the stoplist).
+* Background: a sentence holding "conventionally" or "traditionally" says how
+  it is usually done; nothing it names counts (``not_used_in_sentence``).
+* Context: a record whose only techniques are generic ones ("tomography",
+  "reflectometry", "crystallography": ``needs_context``) is tagged only when
+  it shows a photon, neutron or muon context (a known facility or instrument,
+  a probe or source named); upper-mantle tomography is not a PaN technique.
 
 Speed (a harvest tags every record): names are compiled once into a trie of
 token keys. A text is cut into tokens by one bytes.translate and one split
@@ -100,7 +109,7 @@ _SENTENCE_END = re.compile(r"[.;!?](?=\s|$)|\x00")  # for background cues
 # technique only in such a record: upper-mantle tomography, time-domain reflectometry
 # in soil and NMR crystallography are not.
 _BEAM_CONTEXT = re.compile(
-    r"x[\s-]?rays?(?![a-z])|\b(?:neutrons?|muons?|µsr|μsr|musr|synchrotrons?|beam[\s-]?lines?|beam[\s-]?times?"
+    r"(?<![a-z])x[\s-]?rays?(?![a-z])|\b(?:neutrons?|muons?|µsr|μsr|musr|synchrotrons?|beam[\s-]?lines?|beam[\s-]?times?"
     r"|xfels?|free[\s-]electron[\s-]lasers?|spallation|light[\s-]sources?|undulators?|photon[\s-]sources?)\b",
     re.IGNORECASE)
 
