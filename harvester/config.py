@@ -59,6 +59,10 @@ class Source(_Strict):
     metadata_prefix: str = "oai_datacite"
     sets: list[str] = Field(default_factory=list)
     facility: str = ""
+    # An aggregator (DataCite's provider) serves many facilities: the facility of the
+    # records of each set ("INIST.ILL" = "ILL"). A record in none of them takes the
+    # facility its metadata names (hosting institution, else publisher), not `facility`.
+    set_facilities: dict[str, str] = Field(default_factory=dict)
     enabled: bool = True
     disabled_reason: str | None = None
     schedule: str | None = None  # None: the global default_schedule
@@ -84,6 +88,21 @@ class Source(_Strict):
         if value is not None:
             parse_schedule(value)
         return value
+
+    @field_validator("set_facilities")
+    @classmethod
+    def _set_facilities(cls, value: dict[str, str]) -> dict[str, str]:
+        empty = [k for k, v in value.items() if not k.strip() or not v.strip()]
+        if empty:
+            raise ValueError(f"set and facility names must not be empty: {empty}")
+        return value
+
+    def facility_rule(self) -> str | dict[str, str] | None:
+        """What pipeline.to_document takes as `facility` for this source's records (set
+        names in lower case: DataCite's symbols compare case-insensitively)."""
+        if self.set_facilities:
+            return {name.lower(): facility for name, facility in self.set_facilities.items()}
+        return self.facility or None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Source":

@@ -43,6 +43,8 @@ def test_operator_overrides_builtin_key_by_key(tmp_path: Path):
     ('[sources.mylab]\nurl = "https://x.eu/oai"\nsetz = ["a"]\n', "mylab", "setz"),
     ('[sources.mylab]\nurl = "https://x.eu/oai"\nschedule = "every often"\n', "mylab", "schedule"),
     ('[sources.mylab]\nfacility = "X"\n', "mylab", None),
+    ('[sources.mylab]\nurl = "https://x.eu/oai"\n[sources.mylab.set_facilities]\n"A" = ""\n', "mylab",
+     "set_facilities"),
     ('[http]\nretries = -1\n', None, "http.retries"),
 ])
 def test_bad_entry_names_file_source_and_key(tmp_path: Path, body, source, key):
@@ -56,6 +58,18 @@ def test_bad_entry_names_file_source_and_key(tmp_path: Path, body, source, key):
         assert repr(source) in message
     if key:
         assert repr(key) in message
+
+
+def test_aggregator_names_a_facility_per_set(tmp_path: Path):
+    settings = load_settings(environ={})
+    datacite = settings.sources["datacite"]
+    # set names compare case-insensitively; a set not listed leaves the record to say
+    assert datacite.facility_rule()["inist.ill"] == "ILL"
+    assert datacite.facility_rule()["inist.esrf"] == "ESRF"
+    assert settings.sources["ill"].facility_rule() == "ILL"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[sources.agg]\nurl = "https://agg.eu/oai"\n[sources.agg.set_facilities]\n"Lab.A" = "A"\n')
+    assert load_settings(cfg, environ={}).sources["agg"].facility_rule() == {"lab.a": "A"}
 
 
 def test_invalid_toml_and_missing_file(tmp_path: Path):

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from harvester.cli import main
+from harvester.config import load_settings
 from harvester.ontology import load_ontology
 from harvester.pipeline import to_document
 from harvester.store import Store
@@ -50,6 +51,33 @@ def test_every_harvested_record_becomes_a_document(tmp_path, tagger, prefix):
             assert doc.ontology_version
             mapped += 1
     assert mapped == sum(1 for r in records if not r.deleted)
+
+
+def test_an_aggregator_record_takes_its_sets_facility(tmp_path, tagger):
+    # DataCite's provider serves many facilities: the record's set says which
+    records = make_records(60, seed=33, sets=("INIST.ILL", "TIB.DESY", "OTHER.X"))
+    with OAIServer(records, page_size=25) as srv:
+        _, cfg = settings_for(tmp_path, {"agg": {"url": srv.url, "facility": "DataCite"}})
+        with cfg.open("a") as fh:
+            fh.write('[sources.agg.set_facilities]\n"inist.ill" = "ILL"\n"TIB.DESY" = "DESY"\n')
+        settings = load_settings(cfg, environ={}, overrides={"data_dir": tmp_path / "data"})
+        assert harvest(settings, "agg").status == "ok"
+    rule = settings.sources["agg"].facility_rule()
+    seen = set()
+    with Store(settings.db_path) as store:
+        for rec in store.iter_records("agg"):
+            if rec.deleted:
+                continue
+            doc = to_document(rec, facility=rule, tagger=tagger)
+            if "INIST.ILL" in rec.sets:
+                assert doc.facility == "ILL", rec.sets
+            elif "TIB.DESY" in rec.sets:
+                assert doc.facility == "DESY", rec.sets
+            else:  # in no listed set: what the record itself names, never "DataCite"
+                assert doc.facility and doc.facility == (doc.publisher or doc.facility)
+                assert doc.facility != "DataCite"
+            seen.add(doc.facility)
+    assert {"ILL", "DESY"} < seen
 
 
 def test_show_prints_the_document(tmp_path):

@@ -30,9 +30,9 @@ def sources(app: AppContext, as_json: bool) -> None:
     """List the source registry: facility, endpoint, prefix, sets, schedule, enabled."""
     settings = app.settings
     rows = [
-        {"source": s.name, "facility": s.facility, "url": s.url, "metadata_prefix": s.metadata_prefix,
-         "sets": s.sets, "enabled": s.enabled, "schedule": settings.schedule_of(s),
-         "disabled_reason": s.disabled_reason}
+        {"source": s.name, "facility": s.facility, "set_facilities": s.set_facilities, "url": s.url,
+         "metadata_prefix": s.metadata_prefix, "sets": s.sets, "enabled": s.enabled,
+         "schedule": settings.schedule_of(s), "disabled_reason": s.disabled_reason}
         for s in settings.sources.values()
     ]
     if as_json:
@@ -43,7 +43,8 @@ def sources(app: AppContext, as_json: bool) -> None:
         table.add_column(col, overflow="fold")
     for r in rows:
         enabled = "yes" if r["enabled"] else f"no: {r['disabled_reason'] or ''}"
-        table.add_row(r["source"], r["facility"], r["url"] or "-", r["metadata_prefix"],
+        facility = "per set, else the record's" if r["set_facilities"] else r["facility"]
+        table.add_row(r["source"], facility, r["url"] or "-", r["metadata_prefix"],
                       ", ".join(r["sets"]) or "-", r["schedule"], enabled)
     console.print(table)
 

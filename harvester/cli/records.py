@@ -41,7 +41,7 @@ def show(app: AppContext, source: str, identifier: str, as_json: bool, raw: bool
             tagger = app.tagger()
         except OntologyError as exc:
             note = f"techniques not tagged: {exc}"
-    facility = settings.sources[source].facility if source in settings.sources else None
+    facility = settings.sources[source].facility_rule() if source in settings.sources else None
     try:
         doc = to_document(rec, facility=facility, tagger=tagger)
     except RecordError as exc:

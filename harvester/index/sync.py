@@ -41,7 +41,7 @@ from typing import Any
 from harvester.errors import IndexError_, LockedError, OntologyError, RecordError
 from harvester.index import IndexBackend, WriteResult
 from harvester.index.actions import Action, delete_action, doc_id, index_action
-from harvester.pipeline import to_document
+from harvester.pipeline import Facility, to_document
 from harvester.store import Store, StoredRecord
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ Feed = Callable[[Store], Iterator[Pair | None]]
 class _Enrichment:
     """What turning a record into an action needs."""
 
-    facilities: Mapping[str, str | None]
+    facilities: Mapping[str, Facility]
     tagger: Any
     ontology: Any
 
@@ -249,7 +249,7 @@ class _Writer:
     calling thread; only building the actions runs ahead in a `_Builder`."""
 
     def __init__(self, store: Store, backend: IndexBackend, report: SyncReport, *,
-                 facilities: Mapping[str, str | None], tagger: Any, ontology: Any,
+                 facilities: Mapping[str, Facility], tagger: Any, ontology: Any,
                  chunk_size: int, on_progress: Progress | None, position: int) -> None:
         self.store, self.backend, self.report = store, backend, report
         self.name = backend.alias
@@ -396,7 +396,7 @@ def _retries(store: Store, name: str, position: int) -> Iterator[Pair]:
             yield _Entry(rec.source, rec.identifier, rec.seq, False, retry=True), rec
 
 
-def sync(store: Store, backend: IndexBackend, *, facilities: Mapping[str, str | None] | None = None,
+def sync(store: Store, backend: IndexBackend, *, facilities: Mapping[str, Facility] | None = None,
          tagger: Any = None, ontology: Any = None, chunk_size: int = 500,
          on_progress: Progress | None = None, until: Callable[[], bool] | None = None,
          poll: float = 0.05) -> SyncReport:
@@ -435,7 +435,7 @@ def sync(store: Store, backend: IndexBackend, *, facilities: Mapping[str, str | 
     return _finished(report, store, started)
 
 
-def rebuild(store: Store, backend: IndexBackend, *, facilities: Mapping[str, str | None] | None = None,
+def rebuild(store: Store, backend: IndexBackend, *, facilities: Mapping[str, Facility] | None = None,
             tagger: Any = None, ontology: Any = None, chunk_size: int = 500,
             on_progress: Progress | None = None) -> SyncReport:
     """Build a new concrete index from every live record of the store, swap the
@@ -507,7 +507,7 @@ def run_for_app(app: Any, *, mode: str = "sync", on_progress: Progress | None = 
     from harvester.locks import source_lock
 
     settings = app.settings
-    facilities = {name: (src.facility or None) for name, src in settings.sources.items()}
+    facilities = {name: src.facility_rule() for name, src in settings.sources.items()}
     tagger, ontology, warning = _enrichment(app)
     if warning:
         log.warning("%s", warning)
