@@ -30,7 +30,7 @@ from harvester.ontology import Ontology, load_ontology  # noqa: E402
 from harvester.techniques import Tagger  # noqa: E402
 
 EVAL = ROOT / "tests" / "data" / "techniques_eval.jsonl"
-BATCH_NAMES = {1: "original", 2: "batch 2", 3: "batch 3"}
+BATCH_NAMES = {1: "original", 2: "batch 2", 3: "batch 3", 4: "batch 4"}
 
 
 def load_entries(path: Path = EVAL) -> list[dict]:
