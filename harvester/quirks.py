@@ -2,11 +2,12 @@
 
 A fix is `(Document, payload_element) -> Document`; `QUIRKS` maps a facility or
 source name (compared case-insensitively) to the fixes it needs. They run after
-the generic mapping in records.py, on the payload root (`resource` or `dc`).
+the generic mapping (records.py, then datacite.py or dublincore.py), on the payload
+root (`resource` or `dc`).
 
 Only conventions that would be wrong to assume for everyone live here. The quirks
 FIELD-NOTES §2 lists that are plain DataCite readings are handled for every record
-in records.py, because they cannot hurt anyone else:
+in datacite.py, because they cannot hurt anyone else:
   - ISIS ":null" / HZB ":unav" creators: DataCite's standard "unknown" values, dropped;
   - ESS DOIs in identifier[@identifierType="URL"]: any doi.org URL is read as the DOI;
   - ESS bare-URL "abstract": a bare URL is never a summary;

@@ -53,21 +53,24 @@ where a name may begin (one token, or a pair of tokens, found in precomputed
 sets) are walked in the trie. Token keys, subjects, instruments and facilities
 are memoised (they repeat across records); character offsets for the evidence
 text are computed for matches only.
+
+The stage in three modules: this one, the ``Tagger`` (scan, coordination,
+comparison and background cues, beam context, instrument and facility hints,
+choosing one tag per technique); ``harvester.knowledge``, which loads
+``ontology/*.toml``; ``harvester.phrases``, which cuts text into tokens and
+holds names in the trie. PaNET itself is loaded by ``harvester.ontology``.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-import tomllib
-import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from harvester.document import Document, Subject, TechniqueTag
-from harvester.errors import OntologyError
+from harvester.knowledge import _instrument_key, default_knowledge_dir, load_knowledge
 from harvester.ontology import (  # re-exported: callers may import everything from here
     DEFAULT_URL,
     Ontology,
@@ -77,31 +80,26 @@ from harvester.ontology import (  # re-exported: callers may import everything f
     load_ontology,
     norm_name,
 )
-from harvester.resources import project_dir
+from harvester.phrases import (
+    _BREAK,
+    _BREAKS,
+    _END,
+    _FIELD_SEP,
+    _PUNCT,
+    _Entry,
+    _Match,
+    _Phrases,
+    _Text,
+    _cased,
+    _indices,
+    _is_acronym,
+    _token_at,
+)
 
 __all__ = ["DEFAULT_URL", "Ontology", "Tagger", "Technique", "default_ontology", "fetch_ontology",
            "default_knowledge_dir", "load_ontology"]
 
 STRENGTH = {"iri": 0, "subject": 1, "text": 2, "instrument": 3, "facility": 4}
-_FIELD_ORDER = {"subjects": 0, "keywords": 1, "title": 2, "summary": 3, "instrument": 4, "facility": 5}
-_WEAK = frozenset({"instrument", "facility"})
-
-# Tokens: runs of letters and digits; "." for any punctuation a technique name
-# never spans (a phrase must not run across "x-ray. Scattering" or "(SAXS)");
-# "/" and "&", which join names ("SAXS/WAXS"). ASCII text (most records) is cut
-# by one bytes.translate and a split, several times faster than a regex.
-# "\x00" separates the title from the abstract when both are read in one pass.
-_STOP_CHARS = ".,;:!?()[]{}"
-_FIELD_SEP = "\x00"
-_ASCII = bytes(c if chr(c).isalnum() or chr(c) in "/&\x00" else ord(".") if chr(c) in _STOP_CHARS else ord(" ")
-               for c in range(128)) + bytes(128)
-_STOPS = re.compile(r"[.,;:!?()\[\]{}]")
-_TOKEN = re.compile(r"[^\W_]+|[./&\x00]")  # after _STOPS has turned stop characters into "."
-_PUNCT = "."
-_BREAKS = frozenset((_PUNCT, _FIELD_SEP))
-_BREAK = "\x00"
-_SEP = "\x01"  # joins tokens for one lower() call; no token holds it
-_END = ""  # trie slot of a name's entry; no key is empty
 _CONNECTORS = frozenset({"and", "or", "/"})  # "&" reads as "and"
 _SENTENCE_END = re.compile(r"[.;!?](?=\s|$)|\x00")  # for background cues
 # A photon, neutron or muon context: a probe, a source or a beamline named in the text.
@@ -112,16 +110,6 @@ _BEAM_CONTEXT = re.compile(
     r"(?<![a-z])x[\s-]?rays?(?![a-z])|\b(?:neutrons?|muons?|µsr|μsr|musr|synchrotrons?|beam[\s-]?lines?|beam[\s-]?times?"
     r"|xfels?|free[\s-]electron[\s-]lasers?|spallation|light[\s-]sources?|undulators?|photon[\s-]sources?)\b",
     re.IGNORECASE)
-
-
-def _cased(words: Iterable[str]) -> frozenset[str]:
-    """Words as running text writes them: lower case, Capitalized, UPPER CASE.
-
-    The first tests on a text compare its tokens as written against these, which
-    saves lower-casing every token of every text ("sMALL" is not looked at)."""
-    return frozenset(v for w in words for v in (w, w.upper(), w[:1].upper() + w[1:]))
-
-
 _CONNECTORS_CASED = _cased(_CONNECTORS | {"&"})
 _UMBRELLA = 10  # descendants that make a technique an umbrella ("neutron diffraction": 10, "SAXS": 9)
 _COORD_WINDOW = 5  # tokens looked at on each side of a connector
@@ -140,249 +128,9 @@ def _copy(doc: Document, update: dict[str, Any]) -> Document:
     return trusted({**doc.__dict__, **update})
 
 
-def default_knowledge_dir() -> Path:
-    """The project's technique knowledge (``ontology/`` at the repository root)."""
-    return project_dir("ontology")
-
-
-def _is_acronym(token: str) -> bool:
-    """Acronym-like tokens ("SAXS", "MuSR", "3D", "ID02") keep their case when matched."""
-    return len(token) >= 2 and (token.isupper() or sum(c.isupper() for c in token) >= 2)
-
-
-def _nfkc(text: str) -> str:
-    # NFKC folds the micro sign into Greek mu ("µCT" = "μCT") and full-width forms.
-    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
-
-
-def _indices(seq: list[str], item: str) -> Iterator[int]:
-    i = -1
-    try:
-        while True:
-            i = seq.index(item, i + 1)
-            yield i
-    except ValueError:
-        return
-
-
-class _Entry(NamedTuple):
-    iris: tuple[str, ...]  # empty for a stop phrase
-    priority: int  # lower wins when two names give the same key
-
-
-# A name found in a text: (iris, first token, last token (inclusive), order). The
-# order sorts the tags of one field: token position, coordinated names side by
-# side. A plain tuple: a NamedTuple costs a Python-level call per match.
-_Match = tuple[tuple[str, ...], int, int, int]
-
-
-class _Phrases:
-    """Names as token-tuple keys, for longest-match lookup."""
-
-    def __init__(self) -> None:
-        self.table: dict[tuple[str, ...], _Entry] = {}
-        self.follow: dict[str, frozenset[str] | None] = {}  # see finish()
-        self.starts: frozenset[str] = frozenset()
-        self.singles: frozenset[str] = frozenset()  # tokens that may be a name alone ("SAXS", "Xray")
-        self.pairs: frozenset[tuple[str, str]] = frozenset()  # token pairs that may begin a longer name
-        self.trie: dict[str, Any] = {}  # key -> child node; _END -> the _Entry of the name ending here
-
-    def add(self, key: tuple[str, ...], iris: tuple[str, ...], priority: int) -> None:
-        if not key or _BREAK in key:  # a name never spans punctuation in text either
-            return
-        old = self.table.get(key)
-        if old is None or priority < old.priority:
-            self.table[key] = _Entry(iris, priority)
-        elif priority == old.priority and iris and old.iris:
-            self.table[key] = _Entry(tuple(dict.fromkeys(old.iris + iris)), priority)
-
-    def finish(self, spelling: dict[str, tuple[str, ...]], fillers: frozenset[str]) -> None:
-        """Build the cheap first test: which lower-case words can begin a name here,
-        and which words may follow them (None: the word alone may be a name)."""
-        keys = {tuple(k.lower() for k in key) for key in self.table}
-        singles = {key[0] for key in keys if len(key) == 1}
-        seconds: dict[str, set[str]] = {}
-        for key in keys:
-            if len(key) > 1:
-                seconds.setdefault(key[0], set()).add(key[1])
-        written: dict[str, set[str]] = {}  # key -> the words that spell it first ("xray" -> "x")
-        for word in {key[0] for key in keys} | {key[1] for key in keys if len(key) > 1}:
-            written.setdefault(word, set()).add(word)
-        for word, spelled in spelling.items():
-            written.setdefault(spelled[0], set()).add(word)
-        self.follow = {}
-        for first in singles | set(seconds):
-            for word in written.get(first, ()):
-                spelled = spelling.get(word, (word,))
-                if len(spelled) > 1 or spelled[0] in singles:
-                    self.follow[word] = None
-                elif self.follow.get(word, ()) is not None:
-                    after = {w for second in seconds.get(spelled[0], ()) for w in written.get(second, ())}
-                    self.follow[word] = frozenset(after | fillers | set(self.follow.get(word) or ()))
-        # the same sets in the case forms of running text, plus names as written ("μSR")
-        written_firsts = {key[0] for key in self.table}
-        self.starts = _cased(self.follow) | written_firsts
-        self.singles = _cased(w for w, after in self.follow.items() if after is None) | {
-            key[0] for key in self.table if len(key) == 1}
-        self.pairs = frozenset((v, b) for w, after in self.follow.items() if after is not None
-                               for v in _cased([w]) for b in _cased(after)) | {
-            key[:2] for key in self.table if len(key) > 1}  # type: ignore[misc]
-        self.trie = {}
-        for key, entry in self.table.items():
-            node = self.trie
-            for part in key:
-                node = node.setdefault(part, {})
-            node[_END] = entry
-
-    def candidates(self, tokens: list[str]) -> list[int]:
-        """Positions where a name may begin, in order: a token that may be a name alone,
-        or a pair of tokens that may begin a longer one (set lookups, no trie walk).
-        Most tokens begin nothing: one C-level intersection finds the few that may."""
-        present = self.starts.intersection(tokens)
-        if not present:
-            return []
-        singles, pairs = self.singles, self.pairs
-        last = len(tokens) - 1
-        return [i for i, word in enumerate(tokens) if word in present and (
-            word in singles or (i < last and (word, tokens[i + 1]) in pairs))]
-
-    def names(self, key: tuple[str, ...]) -> tuple[str, ...]:
-        """The techniques ``key`` names (empty for stop phrases and non-names)."""
-        entry = self.table.get(key)
-        return entry.iris if entry is not None else ()
-
-
-@dataclass
-class _Knowledge:
-    synonyms: dict[str, list[str]]
-    spelling: dict[str, tuple[str, ...]]
-    split: dict[str, tuple[str, ...]]
-    fillers: frozenset[str]
-    stop_phrases: list[str]
-    stop_acronyms: frozenset[str]
-    subject_only: frozenset[str]
-    never: frozenset[str]
-    not_used_after: dict[str, int]  # cue phrase -> how many words may stand between it and the name
-    not_used_in_sentence: list[str]  # cue words that make a whole sentence background
-    needs_context: list[str]  # PaNET ids of generic techniques, tagged only in a beam context
-    probes: dict[str, str]
-    facilities: dict[str, list[str]]  # normalised facility name -> probe names
-    facility_keys: dict[str, str]  # normalised facility name -> facility key
-    instruments: dict[str, dict[str, list[str]]]  # facility key -> normalised instrument name -> ids
-    instrument_names: dict[str, list[str]]  # facility key -> instrument names as written
-    not_in_titles: frozenset[str]
-    instrument_words: dict[str, list[str]]
-
-
-def _ids(value: Any, where: str) -> list[str]:
-    values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise OntologyError(f"{where}: expected a PaNET id or a list of ids, got {value!r}")
-    return values
-
-
-def _load_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise OntologyError(f"technique knowledge file missing: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise OntologyError(f"{path}: {exc}") from exc
-
-
-def _instrument_key(name: str) -> str:
-    return re.sub(r"[\s\-_]+", "", name).upper()
-
-
-def load_knowledge(directory: Path) -> _Knowledge:
-    syn = _load_toml(directory / "synonyms.toml")
-    stop = _load_toml(directory / "stoplist.toml")
-    fac = _load_toml(directory / "facilities.toml")
-    ins = _load_toml(directory / "instruments.toml")
-    facilities: dict[str, list[str]] = {}
-    facility_keys: dict[str, str] = {}
-    for key, entry in fac.get("facility", {}).items():
-        for name in [key, *entry.get("names", [])]:
-            facilities[norm_name(name)] = list(entry.get("probes", []))
-            facility_keys[norm_name(name)] = key
-    instruments = {
-        facility: {_instrument_key(name): _ids(ids, f"instruments.toml [{facility}] {name}")
-                   for name, ids in table.items()}
-        for facility, table in ins.get("instrument", {}).items()
-    }
-    cues = stop.get("not_used_after", {})
-    if not all(isinstance(v, int) and v >= 0 for v in cues.values()):
-        raise OntologyError(f"stoplist.toml [not_used_after]: expected phrase = number of words, got {cues!r}")
-    return _Knowledge(
-        synonyms={p: _ids(v, f"synonyms.toml {p!r}") for p, v in syn.get("phrases", {}).items()},
-        spelling={k: tuple(v.split()) for k, v in syn.get("spelling", {}).items()},
-        split={k: tuple(v.split()) for k, v in syn.get("split", {}).items()},
-        fillers=frozenset(w.lower() for w in syn.get("fillers", [])),
-        stop_phrases=list(stop.get("phrases", [])),
-        stop_acronyms=frozenset(stop.get("acronyms", [])),
-        subject_only=frozenset(norm_name(n) for n in stop.get("text_only_as_subject", [])),
-        never=frozenset(norm_name(n) for n in stop.get("never", [])),
-        not_used_after=dict(cues),
-        not_used_in_sentence=list(stop.get("not_used_in_sentence", [])),
-        needs_context=_ids(stop.get("needs_context", []), "stoplist.toml needs_context"),
-        probes=dict(fac.get("probes", {})),
-        facilities=facilities,
-        facility_keys=facility_keys,
-        instruments=instruments,
-        instrument_names={f: list(t) for f, t in ins.get("instrument", {}).items()},
-        not_in_titles=frozenset(ins.get("not_in_titles", [])),
-        instrument_words={p: _ids(v, f"instruments.toml [words] {p!r}")
-                          for p, v in ins.get("words", {}).items()},
-    )
-
-
 # One piece of evidence: (strength, field order, position, iri, method, field, text);
 # a plain tuple, so that sorting it sorts by rank.
 _Hit = tuple[int, int, int, str, str, str, str]
-
-
-def _token_at(text: str, token: str, nth: int, pos: int) -> int:
-    """Offset of the nth (from 0) whole-token occurrence of ``token`` at or after ``pos``
-    (whole: no letter or digit right before or after, so "ray" is not in "xray")."""
-    size, stop = len(token), len(text)
-    pos -= 1
-    while True:
-        pos = text.find(token, pos + 1)
-        assert pos >= 0  # the tokens came from this text
-        after = pos + size
-        if (pos == 0 or not text[pos - 1].isalnum()) and (after == stop or not text[after].isalnum()):
-            if not nth:
-                return pos
-            nth -= 1
-
-
-class _Text:
-    """One text cut into tokens (each a substring of ``text``); lower-case forms on demand."""
-
-    __slots__ = ("text", "tokens", "_lower")
-
-    def __init__(self, text: str) -> None:
-        if text.isascii():
-            spaced = text.encode().translate(_ASCII).decode()
-            if "." in spaced:
-                spaced = spaced.replace(".", " . ")
-            if "/" in spaced or "&" in spaced or _FIELD_SEP in spaced:
-                for char in "/&\x00":
-                    spaced = spaced.replace(char, f" {char} ")
-            self.tokens: list[str] = spaced.split()
-        else:
-            text = _nfkc(text)
-            self.tokens = _TOKEN.findall(_STOPS.sub(".", text))
-        self.text = text
-        self._lower: list[str] | None = None
-
-    @property
-    def lower(self) -> list[str]:
-        """Lower-case tokens (only texts that may hold a name need them)."""
-        if self._lower is None:
-            self._lower = _SEP.join(self.tokens).lower().split(_SEP) if self.tokens else []
-        return self._lower
 
 
 class Tagger:
