@@ -207,6 +207,10 @@ def test_comparison_cues_leave_subjects_alone(tagger):
 PHRASES = [
     # common facility phrasing that PaNET does not list (ontology/synonyms.toml) or
     # spells differently (word forms, fillers)
+    ("X-ray tomograms of sandstone", ["x-ray tomography"]),          # the data names the method
+    ("neutron radiographs of a fuel cell", ["neutron transmission radiography"]),
+    ("chest radiographs", []),                                         # bare radiography names nothing
+    ("HiP-CT of a human brain", ["x-ray propagation phase contrast tomography"]),
     ("inelastic neutron scattering", ["inelastic neutron spectroscopy"]),
     ("neutron spin echo spectroscopy", ["spin echo scattering"]),
     ("time-of-flight neutron spectroscopy", ["time of flight spectrometry"]),
@@ -367,6 +371,9 @@ def test_instruments(tagger):
     assert labels(tagger.tag(title="Sample Data from NMX", facility="ESS")) == [
         "macromolecular crystallography", "neutron single crystal diffraction"]
     assert tagger.tag(title="Sample Data from NMX") == []  # facility unknown: no guess
+    # a time-of-flight spectrometer always measures inelastic scattering
+    assert labels(tagger.tag(title="Liquid water", instruments=["IN6"], facility="ILL")) == [
+        "time of flight spectrometry", "inelastic neutron spectroscopy"]
 
 
 def test_a_weak_guess_never_narrows_what_the_record_says(tagger):
