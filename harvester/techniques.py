@@ -400,6 +400,13 @@ class Tagger:
                             # not ("instead of SAXS we used SANS")
                             limit = m[2] + 2 if low[j + 1:j + 2] and low[j + 1] in _CONNECTORS else m[2]
                         j += 1
+        # The acronym a dropped name defines goes with it: "compared to small-angle X-ray
+        # scattering (SAXS)" (a one-token name between two punctuation tokens).
+        for j in list(dropped):
+            after = starts[j][2] + 2
+            m = starts.get(after)
+            if m is not None and m[1] == m[2] and low[after - 1] == _PUNCT and low[after + 1:after + 2] in ([], [_PUNCT]):
+                dropped.add(after)
         return [m for m in matches if m[1] not in dropped] if dropped else matches
 
     def _found(self, doc: _Text, matches: list[_Match]) -> list[tuple[tuple[str, ...], str, int]]:

@@ -143,6 +143,13 @@ NOT_USED = [
     ("samples kept for future SANS", []),
     ("the Bragg diffraction peaks of the stack", []),
     ("X-ray diffraction peaks were indexed", ["x-ray diffraction"]),  # the longer name wins
+    # the acronym a dropped name defines goes with it; a new sentence does not
+    ("Compared to small-angle X-ray scattering (SAXS), SANS sees hydrogen", ["small angle neutron scattering"]),
+    ("compared to SAXS. SANS data were taken", ["small angle neutron scattering"]),
+    # data no beam produced
+    ("100,000 synthetic powder X-ray diffraction patterns", []),
+    ("simulated SAXS curves were fitted to the measured SANS data", ["small angle neutron scattering"]),
+    ("X-ray computed tomography of a rock", ["x-ray tomography"]),        # a name starting with the cue word
 ]
 
 
@@ -562,19 +569,24 @@ def test_evaluation_set_figures(tagger):
     from harvester.cli.techniques import record_arguments
 
     entries = load_entries()
-    batches = {b: [e for e in entries if e.get("batch", 1) == b] for b in (1, 2, 3, 4)}
-    assert [len(batches[b]) >= n for b, n in ((1, 100), (2, 60), (3, 80), (4, 70))] == [True] * 4
-    assert sum(1 for e in entries if not e["gold"]) >= 70
+    batches = {b: [e for e in entries if e.get("batch", 1) == b] for b in (1, 2, 3, 4, 5)}
+    assert [len(batches[b]) >= n for b, n in ((1, 100), (2, 60), (3, 80), (4, 70), (5, 60))] == [True] * 5
+    assert sum(1 for e in entries if not e["gold"]) >= 85
     assert len({e["id"] for e in entries}) == len(entries)
     assert all(e["source"] and e["basis"] and all(tagger.ontology.technique(g) for g in e["gold"]) for e in entries)
     # floors a little under today's figures per batch (tests/data/README.md has them):
-    # batch 1 holds the goal; batches 3 and 4, held out, are the honest estimate
-    floors = ((1, 0.95, 0.85, 0.85), (2, 0.94, 0.83, 0.83), (3, 0.87, 0.60, 0.60), (4, 0.87, 0.59, 0.48))
+    # batch 1 holds the goal; batches 3 to 5, held out, are the honest estimate
+    floors = ((1, 0.95, 0.85, 0.85), (2, 0.94, 0.83, 0.83), (3, 0.87, 0.60, 0.60), (4, 0.87, 0.63, 0.50),
+              (5, 0.81, 0.68, 0.67))
     for batch, precision, recall, strong_recall in floors:
         for weak in (True, False):
             result = evaluate(tagger, batches[batch], weak=weak)
             assert result["precision"] >= precision and result["recall"] >= (recall if weak else strong_recall), {
                 k: v for k, v in result.items() if k != "errors"}
     tagged = [e["id"] for e in entries if not e["gold"] and tagger.tag(**record_arguments(e))]
-    # the two known: a simulation of muon spectroscopy, synthetic QENS model curves (batch 4)
-    assert set(tagged) <= {"neg-muon-magnets-simulation", "neg-qensmodels-reference-data"}, tagged
+    # the known ones: texts about a technique without a measurement (simulations, computed
+    # or synthetic data, a design report) and seismic "coherent diffraction imaging"
+    assert set(tagged) <= {"neg-muon-magnets-simulation", "neg-qensmodels-reference-data",
+                           "neg-ess-odin-mcstas-bragg-edge-simulation", "neg-materialsproject-computed-xas",
+                           "neg-hf-cod-synthetic-xrd-patterns", "neg-iospress-highness-cdr",
+                           "neg-copernicus-se-11-1891-seismic-cdi"}, tagged
