@@ -219,21 +219,22 @@ def test_a_newer_datestamp_replaces_the_document(indexed: IndexBackend, index_st
     assert search(indexed, text="solution").total == 0
     xrd = resolve_techniques(["x-ray diffraction"], panet)
     assert set(_ids(search(indexed, technique_iris=xrd))) == {_key("esrf", 1), _key("desy", 4)}
+
+    def write_directly(dataset: Dataset) -> str:
+        doc = to_document(index_store_record(dataset), facility="ESRF", tagger=panet_tagger)
+        [result] = indexed.write([index_action(doc, panet, source="esrf", identifier="oai:esrf:1",
+                                               datestamp=dataset.datestamp)])
+        return result.outcome
+
     # An older copy (the store would not even keep it) is ignored by the index too.
     older = Dataset("oai:esrf:1", "esrf", datestamp="2023-01-01T00:00:00Z", title="Old title")
     assert not put(index_store, older)
-    doc = to_document(index_store_record(older), facility="ESRF", tagger=panet_tagger)
-    [result] = indexed.write([index_action(doc, panet, source="esrf", identifier="oai:esrf:1",
-                                           datestamp=older.datestamp)])
-    assert result.outcome == "stale"
+    assert write_directly(older) == "stale"
     indexed.refresh()
     assert indexed.get(_key("esrf", 1))["title"] == "Lysozyme crystals"
     # The same version again is accepted (external_gte): a corrected record without a new datestamp.
     same = Dataset("oai:esrf:1", "esrf", datestamp=newer.datestamp, title="Lysozyme crystals, corrected")
-    doc = to_document(index_store_record(same), facility="ESRF", tagger=panet_tagger)
-    [result] = indexed.write([index_action(doc, panet, source="esrf", identifier="oai:esrf:1",
-                                           datestamp=same.datestamp)])
-    assert result.outcome == "ok"
+    assert write_directly(same) == "ok"
     indexed.refresh()
     assert indexed.get(_key("esrf", 1))["title"] == "Lysozyme crystals, corrected"
 

@@ -227,6 +227,15 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return {"PAN_HARVESTER_DATA": str(tmp_path / "data"), "PAN_HARVESTER_ONTOLOGY": str(PANET_OWL)}
 
 
+@pytest.fixture
+def app(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AppContext:
+    """The CLI's context, as the environment of `env` and an index of its own make it."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PAN_HARVESTER_INDEX_ALIAS", unique_alias())
+    return AppContext(None, {})
+
+
 def _harvest(env: dict[str, str], config: Path) -> Any:
     result = CliRunner().invoke(main, ["-v", "--config", str(config), "harvest", "esrf", "--json"], env=env,
                                 catch_exceptions=False)
@@ -289,12 +298,7 @@ def test_elasticsearch_down_the_follower_gives_way_and_the_harvest_says_how_far_
     assert "nothing is lost" in note["message"]
 
 
-def test_a_failed_harvest_stops_the_follower(env: dict[str, str], tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PAN_HARVESTER_INDEX_ALIAS", unique_alias())
-    app = AppContext(None, {})
+def test_a_failed_harvest_stops_the_follower(app: AppContext) -> None:
     with Store(app.settings.db_path) as store:
         _fill(store, 60)
     with pytest.raises(KeyError):
@@ -313,15 +317,10 @@ def test_a_failed_harvest_stops_the_follower(env: dict[str, str], tmp_path: Path
         assert store.index_position(app.settings.index_alias) == 60
 
 
-def test_a_follower_that_dies_costs_nothing_but_time(env: dict[str, str], tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_follower_that_dies_costs_nothing_but_time(app: AppContext) -> None:
     import os
     import signal
 
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PAN_HARVESTER_INDEX_ALIAS", unique_alias())
-    app = AppContext(None, {})
     with Store(app.settings.db_path) as store:
         _fill(store, 80)
     with follow.index_follower(app) as follower:
@@ -338,12 +337,7 @@ def test_a_follower_that_dies_costs_nothing_but_time(env: dict[str, str], tmp_pa
         assert store.index_position(app.settings.index_alias) == store.max_seq() > 80
 
 
-def test_a_small_harvest_is_synced_after_it_without_a_follower(env: dict[str, str], tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PAN_HARVESTER_INDEX_ALIAS", unique_alias())
-    app = AppContext(None, {})
+def test_a_small_harvest_is_synced_after_it_without_a_follower(app: AppContext) -> None:
     with follow.index_follower(app, start_after=1000) as follower:
         with Store(app.settings.db_path) as store:
             _fill(store, 60)
