@@ -97,12 +97,12 @@ class Source(_Strict):
             raise ValueError(f"set and facility names must not be empty: {empty}")
         return value
 
-    def facility_rule(self) -> str | dict[str, str] | None:
+    def facility_rule(self) -> str | dict[str, str]:
         """What pipeline.to_document takes as `facility` for this source's records (set
         names in lower case: DataCite's symbols compare case-insensitively)."""
         if self.set_facilities:
             return {name.lower(): facility for name, facility in self.set_facilities.items()}
-        return self.facility or None
+        return self.facility  # never empty: it defaults to the source's name
 
     @model_validator(mode="after")
     def _consistent(self) -> "Source":

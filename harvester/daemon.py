@@ -55,7 +55,7 @@ from harvester.harvest import Harvester, HarvestRequest, Progress, SourceResult
 from harvester.http import HTTPClient
 from harvester.locks import exclusive_lock, holder
 from harvester.service import Metrics, StateCollector, StatusServer
-from harvester.store import Store, utcnow
+from harvester.store import Store, parse_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +147,6 @@ def make_trigger(schedule: str, jitter: int) -> BaseTrigger:
                        jitter=jitter or None)
 
 
-def _parse_utc(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
@@ -171,7 +167,7 @@ def first_run_time(schedule: str, *, last_started: str | None, unfinished: bool,
         return None
     if last_started is None:
         return soon
-    due = _parse_utc(last_started) + timedelta(seconds=int(value))
+    due = parse_utc(last_started) + timedelta(seconds=int(value))
     return max(due, soon)
 
 

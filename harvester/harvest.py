@@ -28,7 +28,7 @@ from harvester.errors import BadResumptionToken, HarvesterError, LoopError, Page
 from harvester.http import HTTPClient, Interrupted
 from harvester.locks import source_lock
 from harvester.oai import OAI_NS, Identify, OAIClient, Page
-from harvester.store import Checkpoint, IncomingRecord, Store, utcnow
+from harvester.store import Checkpoint, IncomingRecord, Store, parse_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class Harvester:
         state = store.source_state(source.name)
         cached, at = state.get("identify"), state.get("identified_at")
         if cached and at and not fresh:
-            age = (datetime.now(UTC) - datetime.strptime(at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC))
+            age = datetime.now(UTC) - parse_utc(at)
             if age.total_seconds() < self.settings.identify_ttl:
                 cached["compression"] = tuple(cached.get("compression") or ())
                 return Identify(**cached)

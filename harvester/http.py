@@ -31,7 +31,6 @@ from harvester.errors import FatalHTTPError, HarvesterError, TransientHTTPError
 
 log = logging.getLogger(__name__)
 
-FATAL_STATUS = frozenset({400, 401, 403, 404, 405, 410, 451})
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 509, 520, 521, 522, 523, 524})
 _TRANSIENT_EXC = (
     requests.ConnectionError,
@@ -51,7 +50,6 @@ class Response:
     status: int
     content: bytes
     headers: Mapping[str, str]
-    elapsed: float  # seconds, the successful attempt only
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None,
@@ -153,7 +151,6 @@ class HTTPClient:
             wait: float | None = None
             with host.lock:  # one request at a time per host
                 self._sleep(host.next_allowed - time.monotonic())
-                started = time.monotonic()
                 try:
                     resp = host.session.get(url, params=params, timeout=timeout)
                     content = resp.content  # read the body inside the try: it may be cut short
@@ -163,13 +160,13 @@ class HTTPClient:
                 finally:
                     self.requests_sent += 1
                     host.next_allowed = time.monotonic() + delay
-                elapsed = time.monotonic() - started
             if resp is not None:
                 status = resp.status_code
                 full_url = resp.url
                 if 200 <= status < 300:
-                    return Response(full_url, status, content, resp.headers, elapsed)
-                if status in FATAL_STATUS or (400 <= status < 500 and status not in RETRY_STATUS):
+                    return Response(full_url, status, content, resp.headers)
+                # Any other 4xx (400, 401, 403, 404, 410, 451...) is about the request: not retried.
+                if 400 <= status < 500 and status not in RETRY_STATUS:
                     raise FatalHTTPError(f"HTTP {status} {resp.reason} from {full_url}: not retried",
                                          url=full_url, status=status)
                 last_problem = f"HTTP {status} {resp.reason}"

@@ -3,7 +3,7 @@ licences, access rights and dates. Strings in, strings (or None) out; no XML her
 
 Every function accepts the messy forms seen in real records (resolver prefixes,
 stray whitespace, mixed case) and returns None rather than guessing when the
-value is not what it claims to be. The string functions are memoised: the same
+value is not what it claims to be. The costlier ones are memoised: the same
 licences, dates, instrument DOIs and people come back record after record.
 """
 
@@ -20,7 +20,8 @@ AccessRight = Literal["open", "embargoed", "restricted", "closed"]
 
 
 def collapse(value: str | None) -> str:
-    """Trim and collapse every run of whitespace (newlines included) to one space."""
+    """Trim and collapse every run of whitespace (newlines included) to one space.
+    xmltext._text inlines this for element text: a change here goes there too."""
     if not value:
         return ""
     value = value.strip()

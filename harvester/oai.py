@@ -77,7 +77,6 @@ class Page:
 
     def __init__(self, response: Response, params: Mapping[str, str]) -> None:
         self.params = dict(params)
-        self.response = response
         self.url = response.url
         try:
             self.xml, self.repaired = parse_page(response.content, response.url)

@@ -120,16 +120,17 @@ class Ontology:
     def resolve(self, name: str) -> list[Technique]:
         """Techniques a user or a record may mean by ``name``.
 
-        IRI or id first; then an exact (case-sensitive) synonym such as "SAXS";
-        then a label or synonym compared case-, space- and hyphen-insensitively.
+        IRI or id first; then a label compared case-, space- and hyphen-insensitively;
+        then an exact (case-sensitive) synonym such as "SAXS"; then a synonym compared
+        like a label.
         """
         t = self.technique(name)
         if t is not None:
             return [t]
-        exact = self._exact_alts.get(" ".join(name.split()))
         key = norm_name(name)
         if key in self._labels:
             return list(self._labels[key])
+        exact = self._exact_alts.get(" ".join(name.split()))
         if exact:
             return list(exact)
         return list(self._alts.get(key, ()))

@@ -23,7 +23,7 @@ _STOP_CHARS = ".,;:!?()[]{}"
 _FIELD_SEP = "\x00"
 _ASCII = bytes(c if chr(c).isalnum() or chr(c) in "/&\x00" else ord(".") if chr(c) in _STOP_CHARS else ord(" ")
                for c in range(128)) + bytes(128)
-_STOPS = re.compile(r"[.,;:!?()\[\]{}]")
+_STOPS = re.compile(f"[{re.escape(_STOP_CHARS)}]")
 _TOKEN = re.compile(r"[^\W_]+|[./&\x00]")  # after _STOPS has turned stop characters into "."
 _PUNCT = "."
 _BREAKS = frozenset((_PUNCT, _FIELD_SEP))

@@ -1,8 +1,8 @@
 """Facility quirks: small named fixes tied to a facility or source name.
 
 A fix is `(Document, payload_element) -> Document`; `QUIRKS` maps a facility or
-source name (compared case-insensitively) to the fixes it needs. They run after
-the generic mapping (records.py, then datacite.py or dublincore.py), on the payload
+source name (compared case-insensitively) to the fixes it needs. records.py runs
+them (`fixes_for`) once the generic mapping has built the Document, on the payload
 root (`resource` or `dc`).
 
 Only conventions that would be wrong to assume for everyone live here. The quirks
@@ -59,14 +59,6 @@ QUIRKS: Mapping[str, tuple[Fix, ...]] = MappingProxyType({
     "hzb": (instrument_from_collected_by,),
     "ess": (scicat_datasets,),
 })
-
-
-def apply(doc: Document, root: etree._Element, *, source: str | None = None,
-          facility: str | None = None) -> Document:
-    """Run the fixes registered for the facility, then those for the source (once each)."""
-    for fix in fixes_for(facility, source):
-        doc = fix(doc, root)
-    return doc
 
 
 @lru_cache(maxsize=256)

@@ -124,6 +124,11 @@ def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_utc(value: str) -> datetime:
+    """The moment a `utcnow()` string names."""
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
 def datestamp_key(datestamp: str) -> str:
     """Day-granularity datestamps compare as the start of that day."""
     datestamp = datestamp.strip()
@@ -190,6 +195,16 @@ def _to_record(row: sqlite3.Row | tuple) -> StoredRecord:
                         raw, seq)
 
 
+def _named(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    """A row as {column: value}."""
+    return dict(zip([d[0] for d in cur.description], row))
+
+
+def _dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
 class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -197,16 +212,12 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), so a
         # page and its checkpoint commit together or not at all.
+        # timeout: SQLite's busy timeout, how long a writer waits for another's lock.
         self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=60.0,
                                     check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA busy_timeout=60000")
         self.conn.executescript(SCHEMA)
-
-    @classmethod
-    def open(cls, data_dir: Path) -> "Store":
-        return cls(Path(data_dir) / "harvester.sqlite")
 
     def close(self) -> None:
         self.conn.close()
@@ -257,7 +268,7 @@ class Store:
         return "new" if row is None else "updated"
 
     def _next_seq(self) -> int:
-        return self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0] + 1
+        return self.max_seq() + 1
 
     def commit_page(self, source: str, prefix: str, records: Iterable[IncomingRecord],
                     checkpoint: Checkpoint | None, *, kept_aside: Sequence[dict[str, Any]] = ()
@@ -379,12 +390,11 @@ class Store:
         row = cur.fetchone()
         if row is None:
             return None
-        return Checkpoint(**dict(zip([d[0] for d in cur.description], row)))
+        return Checkpoint(**_named(cur, row))
 
     def checkpoints(self, source: str) -> list[Checkpoint]:
         cur = self.conn.execute("SELECT * FROM checkpoints WHERE source=?", (source,))
-        names = [d[0] for d in cur.description]
-        return [Checkpoint(**dict(zip(names, row))) for row in cur.fetchall()]
+        return [Checkpoint(**row) for row in _dicts(cur)]
 
     def complete_list(self, source: str, set_spec: str, prefix: str, *,
                       watermark: str | None) -> None:
@@ -445,8 +455,7 @@ class Store:
     def runs(self, source: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         where, params = ("WHERE source=?", [source]) if source else ("", [])
         cur = self.conn.execute(f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?", [*params, limit])
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return _dicts(cur)
 
     def close_stale_runs(self, source: str) -> None:
         """Runs left 'running' by a killed process are marked interrupted."""
@@ -480,8 +489,7 @@ class Store:
         cur = self.conn.execute(
             f"SELECT id, source, kind, url, identifier, reason, created_at FROM kept_aside {where} "
             "ORDER BY id", params)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return _dicts(cur)
 
     def source_state(self, source: str) -> dict[str, Any]:
         cur = self.conn.execute("SELECT * FROM source_state WHERE source=?", (source,))
@@ -489,7 +497,7 @@ class Store:
         if row is None:
             return {"source": source, "identify": None, "identified_at": None, "last_success": None,
                     "last_error": None, "last_error_at": None}
-        state = dict(zip([d[0] for d in cur.description], row))
+        state = _named(cur, row)
         state["identify"] = json.loads(state["identify"]) if state["identify"] else None
         return state
 

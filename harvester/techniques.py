@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,17 +115,13 @@ _UMBRELLA = 10  # descendants that make a technique an umbrella ("neutron diffra
 _COORD_WINDOW = 5  # tokens looked at on each side of a connector
 _CACHE_LIMIT = 50_000  # per memo; cleared when full (keywords and instruments repeat a lot)
 
-_new_tag: Callable[[dict[str, Any]], TechniqueTag] = getattr(TechniqueTag, "trusted", None) or (
-    lambda values: TechniqueTag.model_construct(**values))
+_new_tag = TechniqueTag.trusted
 
 
 def _copy(doc: Document, update: dict[str, Any]) -> Document:
     # Document.trusted takes the values as they are: the document was valid and
     # the update is typed here (cheaper than model_copy, next to a ~15 us tag()).
-    trusted = getattr(Document, "trusted", None)
-    if trusted is None:
-        return doc.model_copy(update=update)
-    return trusted({**doc.__dict__, **update})
+    return Document.trusted({**doc.__dict__, **update})
 
 
 # One piece of evidence: (strength, field order, position, iri, method, field, text);
@@ -168,12 +164,12 @@ class Tagger:
             subject_only = norm_name(name) in k.subject_only
             for key in self._name_keys(name):
                 self._text.add(key, () if subject_only else iris, -1 if subject_only else priority)
-                self._instrument.add(key, () if subject_only else iris, -1 if subject_only else priority)
                 self._subject.add(tuple(t.lower() for t in key), iris, priority)
         for phrase in k.stop_phrases:
             for key in self._name_keys(phrase):
                 self._text.add(key, (), -1)
-                self._instrument.add(key, (), -1)
+        # an instrument's description reads like text, plus instrument-type words
+        self._instrument.table = dict(self._text.table)
         for phrase, ids in k.instrument_words.items():
             if iris := self._iris(ids):
                 for key in self._name_keys(phrase):
@@ -201,6 +197,9 @@ class Tagger:
             re.IGNORECASE) if background else None
 
         self._needs_context = frozenset(self._iris(k.needs_context))
+        # facility key -> instrument key -> IRIs, resolved once (and checked: unknown_ids)
+        self._instrument_iris = {facility: {key: self._iris(ids) for key, ids in table.items()}
+                                 for facility, table in k.instruments.items()}
         self._facility_probe: dict[str, str] = {}
         for name, probes in k.facilities.items():
             if len(probes) == 1 and (probe := k.probes.get(probes[0])) and (iris := self._iris([probe])):
@@ -541,8 +540,8 @@ class Tagger:
         if title_tokens and facility_key in self._title_instruments \
                 and not self._title_instrument_words[facility_key].isdisjoint(title_tokens):
             for m in self._title_instruments[facility_key].finditer(title):  # type: ignore[arg-type]
-                if ids := self.knowledge.instruments[facility_key].get(_instrument_key(m.group())):
-                    for iri in self._iris(ids):
+                if iris := self._instrument_iris[facility_key].get(_instrument_key(m.group())):
+                    for iri in iris:
                         append((3, 2, m.start(), iri, "instrument", "title", m.group()))
         if probe and not hits:
             append((4, 5, 0, probe, "facility", "facility", facility.strip()))  # type: ignore[union-attr]
@@ -585,12 +584,13 @@ class Tagger:
         out = []
         head = re.split(r"\s+[-–:]\s+|\s*[(,;]", instrument.strip(), maxsplit=1)[0].strip()
         candidates = dict.fromkeys([instrument.strip(), head, *head.split()])
-        tables = ([self.knowledge.instruments[facility_key]] if facility_key in self.knowledge.instruments
-                  else list(self.knowledge.instruments.values()))
+        tables = ([self._instrument_iris[facility_key]] if facility_key in self._instrument_iris
+                  else list(self._instrument_iris.values()))
         for name in candidates:
-            found = {tuple(t[_instrument_key(name)]) for t in tables if _instrument_key(name) in t}
+            key = _instrument_key(name)
+            found = {t[key] for t in tables if key in t}
             if len(found) == 1:  # unknown facility: only when every facility agrees
-                out.append((self._iris(found.pop()), name))
+                out.append((found.pop(), name))
                 break
         out.extend((iris, text) for iris, text, _ in self._find(self._instrument, instrument))
         if len(self._instrument_memo) >= _CACHE_LIMIT:

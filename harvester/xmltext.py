@@ -56,7 +56,7 @@ def _first_child(el: etree._Element) -> etree._Element | None:
 def _deep_text(el: etree._Element) -> str:
     parts = [el.text or ""]
     for child in el[:]:
-        if not isinstance(child, _NOT_ELEMENTS):  # <br/> in descriptions; entity refs stay
+        if not isinstance(child, _NOT_ELEMENTS):  # <br/> in descriptions; an entity ref is skipped, its tail kept
             parts.append(_deep_text(child))
         parts.append(child.tail or "")
     return " ".join(parts)

@@ -57,6 +57,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -285,19 +286,22 @@ class Logged(tuple):
     status 0: the connection was dropped without a complete response.
     oai_error: the error code answered, if any. identifiers: the records
     served. token: the resumptionToken sent back (None: none, "": the empty
-    last one). fault: the fault that fired on it, if any.
+    last one). fault: the fault that fired on it, if any. at: when it was
+    answered (time.monotonic()).
     """
 
     oai_error: str | None
     identifiers: tuple[str, ...]
     token: str | None
     fault: Fault | None
+    at: float
 
     def __new__(cls, verb: str | None, params: dict[str, str], status: int, *,
                 oai_error: str | None = None, identifiers: tuple[str, ...] = (),
                 token: str | None = None, fault: Fault | None = None) -> Logged:
         obj = super().__new__(cls, (verb, params, status))
         obj.oai_error, obj.identifiers, obj.token, obj.fault = oai_error, identifiers, token, fault
+        obj.at = time.monotonic()
         return obj
 
     @property

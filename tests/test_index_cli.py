@@ -14,20 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from harvester.cli import AppContext, main
-from harvester.cli import index as index_cli
 from harvester.index.sync import sync_after_harvest
 from harvester.store import Store
 from tests.conftest_index import CORPUS, PANET_OWL, fill, unique_alias
 from tests.oaiserver import OAIServer
 from tests.recordgen import make_records
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _registered() -> None:
-    # The lead registers these in harvester/cli/__init__.py; until then, here.
-    for command in index_cli.COMMANDS:
-        if command.name not in main.commands:
-            main.add_command(command)
 
 
 @pytest.fixture

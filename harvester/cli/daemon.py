@@ -17,9 +17,10 @@ import click
 
 from harvester import handoff
 from harvester.cli import AppContext, handle_errors, setup_logging
-from harvester.cli.harvest import console, print_summary, run_harvest, sync_after_harvest
+from harvester.cli.harvest import console, print_summary, run_harvest
 from harvester.daemon import Daemon, daemon_info, daemon_pid
 from harvester.harvest import DAY, HarvestRequest, SourceResult, to_granularity
+from harvester.index.sync import sync_after_harvest
 
 _RESULT_FIELDS = {f.name for f in fields(SourceResult)}
 
@@ -49,7 +50,7 @@ def run(ctx: click.Context, names: tuple[str, ...], listen: str | None) -> None:
     setup_logging(verbose, ctx.meta.get("log_format") or settings.daemon.log_format)
     if verbose < 2:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # "Running job ..." per run
-    if listen is not None and listen and ":" not in listen:
+    if listen and ":" not in listen:
         raise click.BadParameter("use HOST:PORT, e.g. 127.0.0.1:9464", param_hint="--http")
     daemon = Daemon(app.reload, names, listen=listen, sync=lambda: sync_after_harvest(app))
     code = daemon.run()

@@ -15,6 +15,7 @@ from rich.table import Table
 from harvester.cli import AppContext, handle_errors
 from harvester.config import Settings
 from harvester.harvest import Harvester, HarvestRequest, SourceResult, failed
+from harvester.index.sync import sync_after_harvest
 from harvester.locks import holder
 from harvester.store import Store
 
@@ -120,14 +121,6 @@ def harvest(app: AppContext, names: tuple[str, ...], full: bool, from_: str | No
             console.print(index_note["message"], highlight=False)
     if failed(results):
         raise SystemExit(1)
-
-
-def sync_after_harvest(app: AppContext, follower: Any = None) -> dict[str, Any] | None:
-    """Bring the index up to date (or collect what the `follower` that ran during
-    the harvest did); the index being down never fails the harvest."""
-    from harvester.index.sync import sync_after_harvest as _sync
-
-    return _sync(app, follower)
 
 
 def status_rows(settings: Settings, store: Store) -> list[dict[str, Any]]:

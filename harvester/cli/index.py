@@ -18,12 +18,13 @@ from rich.table import Table
 
 from harvester.cli import handle_errors
 from harvester.errors import IndexError_
-from harvester.index import DIMENSIONS, open_backend
+from harvester.index import COMPLETENESS_FLAGS, DIMENSIONS, open_backend
 from harvester.index.query import SearchQuery, parse_year_range, resolve_techniques
 from harvester.index.sync import SyncReport, describe, run_for_app
 
 console = Console()
 err_console = Console(stderr=True)
+_FLAG_LABELS = {"orcid": "ORCID", "ror": "ROR"}  # completeness column headings other than the flag's name
 
 
 def _echo_json(data: Any) -> None:
@@ -243,12 +244,13 @@ def stats_cmd(app: Any, words: tuple[str, ...], by: tuple[str, ...], facilities:
         console.print(table)
     if not no_completeness:
         table = Table(title="metadata completeness (share of records)", title_justify="left")
-        for column in ("facility", "records", "licence", "ORCID", "ROR", "abstract", "instrument", "technique"):
-            table.add_column(column, justify="left" if column == "facility" else "right")
+        table.add_column("facility", justify="left")
+        table.add_column("records", justify="right")
+        for flag in COMPLETENESS_FLAGS:
+            table.add_column(_FLAG_LABELS.get(flag, flag), justify="right")
         for row in stats["completeness"]:
             table.add_row(str(row["key"]), str(row["count"]),
-                          *(f"{row[f] * 100:.0f}%" for f in ("licence", "orcid", "ror", "abstract",
-                                                             "instrument", "technique")))
+                          *(f"{row[f] * 100:.0f}%" for f in COMPLETENESS_FLAGS))
         console.print(table)
 
 

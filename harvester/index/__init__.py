@@ -23,7 +23,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -173,10 +173,7 @@ class IndexBackend(ABC):
         """Counts per dimension ({key, count} buckets) of the documents `query`
         selects (default: all), and the completeness report per facility."""
         base = query or SearchQuery()
-        result = self.search(SearchQuery(
-            text=base.text, facilities=base.facilities, technique_iris=base.technique_iris,
-            year_from=base.year_from, year_to=base.year_to, size=0, facets=tuple(by),
-            facet_size=limit))
+        result = self.search(replace(base, size=0, offset=0, facets=tuple(by), facet_size=limit))
         out: dict[str, Any] = {"total": result.total}
         out.update({dim: result.facets.get(dim, []) for dim in by})
         if with_completeness:

@@ -200,6 +200,12 @@ def text_values(body: dict[str, Any]) -> list[str]:
     return out
 
 
+# The body fields hit() reads (dotted: the parts of a list of objects): all a
+# search needs to ask the index for.
+HIT_FIELDS = ("id", "pid", "doi", "title", "facility", "source", "publication_year", "license",
+              "instruments.name", "techniques.id", "techniques.label")
+
+
 def hit(body: dict[str, Any]) -> dict[str, Any]:
     """The short form of an indexed body that search results carry."""
     techniques: dict[str, str] = {}
@@ -218,6 +224,3 @@ def hit(body: dict[str, Any]) -> dict[str, Any]:
         "techniques": [{"id": k, "label": v} for k, v in techniques.items()],
     }
 
-
-HIT_FIELDS = ("id", "pid", "doi", "title", "facility", "source", "publication_year", "license",
-              "instruments", "techniques")

@@ -22,7 +22,7 @@ from elasticsearch.serializer import OrjsonSerializer
 from harvester.errors import IndexError_
 from harvester.index import (IndexBackend, WriteResult, check_mapping_version, completeness_row, load_mapping,
                              new_index_name)
-from harvester.index.actions import COMPLETENESS_FLAGS, Action, hit
+from harvester.index.actions import COMPLETENESS_FLAGS, HIT_FIELDS, Action, hit
 from harvester.index.query import SearchQuery, SearchResult, sort_buckets
 
 # dimension -> the keyword field it counts
@@ -35,8 +35,6 @@ FACET_FIELDS = {
     "source": "source",
     "access": "access_rights",
 }
-_HIT_SOURCE = ["id", "pid", "doi", "title", "facility", "source", "publication_year", "license",
-               "instruments.name", "techniques.id", "techniques.label"]
 _MAX_CHUNK_BYTES = 20 * 1024 * 1024  # well under the server's http.max_content_length (100 MB)
 
 
@@ -152,14 +150,9 @@ class ElasticBackend(IndexBackend):
             raise IndexError_(f"Elasticsearch at {self.url} is red (some primary shards are missing)")
 
     def _behind_alias(self) -> list[str]:
-        try:
-            return sorted(self.es.indices.get_alias(name=self.alias).body)
-        except NotFoundError:
-            return []
-        except ApiError as exc:
-            raise IndexError_(f"Elasticsearch at {self.url} refused to list alias {self.alias}: {exc}") from exc
-        except TransportError as exc:
-            raise self._unreachable(exc) from exc
+        resp = self._call(f"list alias {self.alias}", self.es.options(ignore_status=404).indices.get_alias,
+                          name=self.alias)
+        return [] if resp.meta.status == 404 else sorted(resp.body)
 
     def current(self) -> str | None:
         names = self._behind_alias()
@@ -224,12 +217,7 @@ class ElasticBackend(IndexBackend):
         return old
 
     def drop_index(self, index: str) -> None:
-        try:
-            self.es.options(ignore_status=404).indices.delete(index=index)
-        except ApiError as exc:
-            raise IndexError_(f"Elasticsearch at {self.url} refused to delete {index}: {exc}") from exc
-        except TransportError as exc:
-            raise self._unreachable(exc) from exc
+        self._call(f"delete {index}", self.es.options(ignore_status=404).indices.delete, index=index)
 
     def indexes(self) -> list[str]:
         found = self._call("list indexes", self.es.indices.get, index=f"{self.alias}-v*",
@@ -351,7 +339,7 @@ class ElasticBackend(IndexBackend):
                            [{"publication_year": {"order": "desc", "missing": "_last"}}, {"id": "asc"}])
         resp = self._call("search", self.es.search, index=self.alias, query=self.build_query(query),
                           size=query.size, from_=query.offset, sort=sort, track_total_hits=True,
-                          source_includes=_HIT_SOURCE, aggs=self._aggs(query) or None)
+                          source_includes=HIT_FIELDS, aggs=self._aggs(query) or None)
         hits = []
         for h in resp["hits"]["hits"]:
             item = hit(h["_source"])
@@ -389,14 +377,9 @@ class ElasticBackend(IndexBackend):
         return sort_buckets("facility", rows)
 
     def get(self, doc_id: str) -> dict[str, Any] | None:
-        try:
-            return self.es.get(index=self.alias, id=doc_id)["_source"]
-        except NotFoundError:
-            return None
-        except ApiError as exc:
-            raise IndexError_(f"Elasticsearch at {self.url} refused to get {doc_id}: {exc}") from exc
-        except TransportError as exc:
-            raise self._unreachable(exc) from exc
+        # 404: no such document, or no index yet.
+        resp = self._call(f"get {doc_id}", self.es.options(ignore_status=404).get, index=self.alias, id=doc_id)
+        return None if resp.meta.status == 404 else resp["_source"]
 
     def count(self) -> int:
         return int(self._call("count", self.es.count, index=self.alias)["count"])

@@ -37,8 +37,6 @@ from harvester.index import (DEFAULT_MAPPING, IndexBackend, WriteResult, check_m
 from harvester.index.actions import COMPLETENESS_FLAGS, Action, hit, text_values
 from harvester.index.query import SearchQuery, SearchResult, sort_buckets
 
-MAPPING_VERSION = 1
-
 _REGISTRY = """
 CREATE TABLE IF NOT EXISTS indexes (
     n INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -124,7 +122,9 @@ class EmbeddedBackend(IndexBackend):
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         # The shipped mapping is strict; refuse the same unknown fields Elasticsearch would.
-        self._fields = frozenset(load_mapping(DEFAULT_MAPPING)["mappings"]["properties"])
+        mapping = load_mapping(DEFAULT_MAPPING)["mappings"]
+        self._fields = frozenset(mapping["properties"])
+        self.mapping_version = int((mapping.get("_meta") or {}).get("mapping_version", 1))
         self._conn().executescript(_REGISTRY)
 
     def __repr__(self) -> str:
@@ -200,14 +200,14 @@ class EmbeddedBackend(IndexBackend):
         with self._tx():
             existing = self.current()
             if existing:
-                return check_mapping_version(existing, MAPPING_VERSION)
-            name = new_index_name(self.alias, MAPPING_VERSION)
+                return check_mapping_version(existing, self.mapping_version)
+            name = new_index_name(self.alias, self.mapping_version)
             self._register(name)
             self._conn().execute("INSERT INTO aliases (alias, name) VALUES (?, ?)", (self.alias, name))
             return name
 
     def create_index(self) -> str:
-        name = new_index_name(self.alias, MAPPING_VERSION)
+        name = new_index_name(self.alias, self.mapping_version)
         with self._tx():
             self._register(name)
         return name
@@ -361,10 +361,12 @@ class EmbeddedBackend(IndexBackend):
 
     # -- reading ---------------------------------------------------------------
     @staticmethod
-    def _where(n: int, q: SearchQuery) -> tuple[str, list[Any]]:
+    def _where(n: int, q: SearchQuery, *, text: bool = True) -> tuple[str, list[Any]]:
+        """The condition on `t<N>_docs d` the query sets, and its parameters.
+        text=False leaves the text out, for a query that MATCHes the FTS table itself."""
         clauses: list[str] = []
         params: list[Any] = []
-        phrases = q.phrases
+        phrases = q.phrases if text else None
         if phrases:
             clauses.append(f"d.rowid IN (SELECT rowid FROM t{n}_fts WHERE t{n}_fts MATCH ?)")
             params.append(_fts_query(phrases))
@@ -402,7 +404,9 @@ class EmbeddedBackend(IndexBackend):
         conn = self._conn()
         # Pick the page by rowid first, then fetch only its JSON hits.
         if q.phrases:
-            # FTS5's rank is bm25 with the title weighted 4:1 (set at creation).
+            # FTS5's rank is bm25 with the title weighted 4:1 (set at creation). The
+            # join MATCHes the text here, so the other conditions come without it.
+            where, params = self._where(n, q, text=False)
             rows = conn.execute(
                 f"""SELECT s.hit, -top.rank FROM (
                         SELECT f.rowid AS rid, f.rank AS rank, d.id AS id
@@ -457,11 +461,23 @@ class EmbeddedBackend(IndexBackend):
             buckets = sort_buckets(dim, [{"key": k, "count": c} for k, c in counts[dim].items()],
                                    q.facet_size)
             if dim == "technique":
+                labels = self._labels(n, [b["key"] for b in buckets])
                 for b in buckets:
-                    label = conn.execute(f"SELECT label FROM t{n}_direct WHERE id=? LIMIT 1", (b["key"],)).fetchone()
-                    b["label"] = label[0] if label else None
+                    b["label"] = labels.get(b["key"])
             out[dim] = buckets
         return total, out
+
+    def _labels(self, n: int, ids: list[str]) -> dict[str, str | None]:
+        """The label of each technique id (the one stored with one of its documents)."""
+        labels: dict[str, str | None] = {}
+        for start in range(0, len(ids), 500):  # under SQLite's limit on parameters
+            part = ids[start:start + 500]
+            # min(rid): the label stored with the first document, whatever the page.
+            rows = self._conn().execute(
+                f"SELECT id, label, min(rid) FROM t{n}_direct WHERE id IN ({','.join('?' * len(part))}) "
+                "GROUP BY id", part).fetchall()
+            labels.update((i, label) for i, label, _ in rows)
+        return labels
 
     def completeness(self, query: SearchQuery) -> list[dict[str, Any]]:
         with self._tx(immediate=False):
