@@ -498,8 +498,6 @@ class Daemon:
         except Exception as exc:  # a bug or a full disk must mark the source, not kill the pool thread
             log.exception("%s: harvest crashed", name)
             return SourceResult(name, status="failed", error=f"{type(exc).__name__}: {exc}")
-        if result.status == "failed" and self.stop.is_set() and (result.error or "").startswith("stopped"):
-            result.status = "interrupted"  # stopped while waiting for the lock: not the source's fault
         return result
 
     def _record(self, name: str, result: SourceResult, kind: str, request_id: str | None) -> None:

@@ -5,7 +5,8 @@
     ├── HTTPError                 a request that could not be completed
     │   ├── TransientHTTPError    retries exhausted (connection, timeout, 429, 5xx)
     │   └── FatalHTTPError        401/403/404 and friends: stop, do not retry
-    ├── OAIError                  an OAI-PMH <error code="..."> (carries code, source, url)
+    ├── OAIError                  an OAI-PMH <error code="..."> (carries code, source, url);
+    │   │                         a code outside the protocol (tooBusy...) keeps its own name
     │   ├── BadResumptionToken    expired/rejected token: restart the window, never "the end"
     │   ├── BadArgument, BadVerb, CannotDisseminateFormat, IdDoesNotExist,
     │   │   NoMetadataFormats, NoSetHierarchy
@@ -15,7 +16,8 @@
     ├── RecordError               one record that cannot become a Document (kept aside)
     ├── OntologyError             PaNET could not be loaded
     ├── IndexError_               the search index refused or is unreachable
-    └── LockedError               another harvest of the same source holds the lock
+    ├── LockedError               another harvest of the same source holds the lock
+    └── Interrupted               asked to stop: what was committed stays, the next run resumes
 """
 
 from __future__ import annotations
@@ -53,7 +55,10 @@ class FatalHTTPError(HTTPError):
 class OAIError(HarvesterError):
     code = "oaiError"
 
-    def __init__(self, message: str = "", *, source: str | None = None, url: str | None = None) -> None:
+    def __init__(self, message: str = "", *, source: str | None = None, url: str | None = None,
+                 code: str | None = None) -> None:
+        if code is not None:
+            self.code = code  # a code the protocol does not define: the server's word, kept
         super().__init__(f"{self.code}: {message}" if message else self.code)
         self.message, self.source, self.url = message, source, url
 
@@ -119,3 +124,7 @@ class IndexError_(HarvesterError):  # noqa: N801 - builtin IndexError is taken
 
 class LockedError(HarvesterError):
     pass
+
+
+class Interrupted(HarvesterError):
+    """A stop was asked for (signal, daemon shutdown) while waiting or between pages."""

@@ -24,8 +24,8 @@ from typing import Any
 from lxml import etree
 
 from harvester.config import Settings, Source
-from harvester.errors import BadResumptionToken, HarvesterError, LoopError, PageError
-from harvester.http import HTTPClient, Interrupted
+from harvester.errors import BadResumptionToken, HarvesterError, Interrupted, LoopError, PageError
+from harvester.http import HTTPClient
 from harvester.locks import source_lock
 from harvester.oai import OAI_NS, Identify, OAIClient, Page
 from harvester.store import Checkpoint, IncomingRecord, Store, parse_utc, utcnow
@@ -45,6 +45,16 @@ class HarvestRequest:
     full: bool = False
     from_: str | None = None
     until: str | None = None
+
+    def __post_init__(self) -> None:
+        """Checked when asked for, not after the lock and an Identify request:
+        a bad date is the operator's typo, not the source's failure."""
+        if self.full and (self.from_ or self.until):
+            raise HarvesterError("--full cannot be combined with --from/--until")
+        lo = to_granularity(self.from_, SECONDS) if self.from_ else None
+        hi = to_granularity(self.until, SECONDS, end=True) if self.until else None
+        if lo and hi and lo > hi:
+            raise HarvesterError(f"--from {self.from_} is later than --until {self.until}")
 
     @property
     def mode(self) -> str:
@@ -202,7 +212,9 @@ class Harvester:
                                      deleted=result.deleted, kept_aside=result.kept_aside,
                                      repaired=result.repaired, requests=result.requests,
                                      error=result.error)
-        except HarvesterError as exc:  # the lock
+        except Interrupted as exc:  # stopped while waiting for the lock: not the source's fault
+            result.status, result.error = "interrupted", str(exc)
+        except HarvesterError as exc:  # the lock is held
             result.status, result.error = "failed", str(exc)
         finally:
             store.close()

@@ -27,7 +27,7 @@ from requests.adapters import HTTPAdapter
 
 from harvester import __version__
 from harvester.config import HTTPSettings
-from harvester.errors import FatalHTTPError, HarvesterError, TransientHTTPError
+from harvester.errors import FatalHTTPError, Interrupted, TransientHTTPError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ _TRANSIENT_EXC = (
     requests.exceptions.ChunkedEncodingError,
     requests.exceptions.ContentDecodingError,
 )
-
-
-class Interrupted(HarvesterError):
-    """The harvest was asked to stop (SIGTERM) while waiting to retry."""
 
 
 @dataclass

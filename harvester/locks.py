@@ -17,7 +17,7 @@ import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 
-from harvester.errors import LockedError
+from harvester.errors import Interrupted, LockedError
 
 
 def lock_path(data_dir: Path, source: str) -> Path:
@@ -29,7 +29,8 @@ def exclusive_lock(path: Path, *, wait: float | None = 0.0, stop: threading.Even
                    content: str = "", busy: str = "locked by another process") -> Iterator[None]:
     """Hold an flock on `path`, writing `content` into it while held. `wait`:
     seconds to wait for it (None: forever, 0: fail at once with LockedError
-    carrying `busy` and the holder's content)."""
+    carrying `busy` and the holder's content). Raises Interrupted when `stop`
+    is set while waiting."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -43,7 +44,7 @@ def exclusive_lock(path: Path, *, wait: float | None = 0.0, stop: threading.Even
                     held_by = path.read_text().strip() or "unknown"
                     raise LockedError(f"{busy} ({held_by})") from None
                 if stop is not None and stop.is_set():
-                    raise LockedError(f"stopped while waiting: {busy}") from None
+                    raise Interrupted(f"stopped while waiting for the lock: {busy}") from None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.write(fd, content.encode())

@@ -20,6 +20,7 @@ from typing import Any
 from lxml import etree
 from sickle import Sickle, oaiexceptions
 from sickle.iterator import OAIResponseIterator
+from sickle.models import ResumptionToken
 
 from harvester.errors import OAI_ERRORS, OAIError, PageError
 from harvester.http import HTTPClient, Response
@@ -156,15 +157,6 @@ class OAIClient:
         self.source = source
         self._sickle = _Sickle(base_url, http)
 
-    def _translate(self, exc: Exception, page_url: str | None = None) -> OAIError:
-        code = type(exc).__name__
-        code = code[0].lower() + code[1:]
-        cls = OAI_ERRORS.get(code, OAIError)
-        err = cls(str(exc), source=self.source, url=page_url or self.base_url)
-        if cls is OAIError:
-            err.code = code  # keep the server's code for an unknown error
-        return err
-
     def identify(self) -> Identify:
         page = self._sickle.harvest(verb="Identify")
         self._raise_error(page)
@@ -188,40 +180,48 @@ class OAIClient:
         )
 
     def _raise_error(self, page: Page) -> None:
+        """Raise the page's OAI error, under the server's own code; an empty
+        result (noRecordsMatch) is not an error."""
         for el in page.xml.iterfind(f"{OAI_NS}error"):
             code = el.get("code", "")
             if code == "noRecordsMatch":
                 continue
             cls = OAI_ERRORS.get(code, OAIError)
-            err = cls((el.text or "").strip(), source=self.source, url=page.url)
-            if cls is OAIError:
-                err.code = code or "unknown"
-            raise err
+            raise cls((el.text or "").strip(), source=self.source, url=page.url,
+                      code=None if cls is not OAIError else code or "unknown")
 
     def pages(self, verb: str, *, token: str | None = None, **params: str) -> Iterator[Page]:
         """Yield the pages of a list request, following tokens. Starts from
         `token` when given (a resumed harvest). An empty result
         (noRecordsMatch) yields one page with no records and no token."""
         request = {"verb": verb, "resumptionToken": token} if token else {"verb": verb, **params}
+        yield from _PageIterator(self, request)
+
+
+class _PageIterator(OAIResponseIterator):
+    """sickle's page iterator, reading each response our way: sickle raises
+    only the first <error> and turns a code it does not know (tooBusy...)
+    into a nameless OAIError; and it sends a token's text as is, so a
+    whitespace-only final token costs a request and a padded one is refused."""
+
+    def __init__(self, client: OAIClient, request: dict[str, str]) -> None:
+        self.client = client
+        super().__init__(client._sickle, request)
+
+    def _next_response(self) -> None:
         try:
-            iterator = OAIResponseIterator(self._sickle, request)
-        except oaiexceptions.NoRecordsMatch:
-            return
+            super()._next_response()
         except Exception as exc:  # sickle raises one class per code, with no common base
-            if type(exc).__module__ == oaiexceptions.__name__:
-                raise self._translate(exc) from None
-            raise
-        while True:
-            try:
-                page = next(iterator)
-            except StopIteration:
-                return
-            except oaiexceptions.NoRecordsMatch:
-                return
-            except Exception as exc:
-                if type(exc).__module__ == oaiexceptions.__name__:
-                    raise self._translate(exc) from None
+            if type(exc).__module__ != oaiexceptions.__name__:
                 raise
-            yield page
+            self.client._raise_error(self.oai_response)
+            if not isinstance(exc, oaiexceptions.NoRecordsMatch):  # an <error> off the top level
+                raise OAIError(str(exc), source=self.client.source, url=self.oai_response.url,
+                               code="unknown") from None
+            self.resumption_token = None  # noRecordsMatch: one empty page ends the list
 
-
+    def _get_resumption_token(self) -> ResumptionToken | None:
+        token = super()._get_resumption_token()
+        if token is not None and token.token is not None:
+            token.token = token.token.strip() or None
+        return token

@@ -248,6 +248,24 @@ class EmptyPageWithToken(Fault):
 
 
 @dataclass(kw_only=False, eq=False)
+class PaddedToken(Fault):
+    """Write the page's resumptionToken with whitespace around it, as an XML
+    pretty-printer does; the last page's empty token then holds only
+    whitespace. The token is the trimmed text: the server takes no other."""
+
+    pad: str = "\n    "
+
+
+@dataclass(kw_only=False, eq=False)
+class ErrorCode(Fault):
+    """Answer with ``<error code="...">``, also a code the protocol does not
+    define (servers invent "tooBusy" and the like)."""
+
+    code: str = "tooBusy"
+    message: str = "the repository is busy; try again in a minute"
+
+
+@dataclass(kw_only=False, eq=False)
 class Slow(Fault):
     """Delay the response by `seconds`; stream: send the body in pieces over that time."""
 
@@ -564,6 +582,8 @@ class OAIServer:
 
     def _untoken(self, verb: str, token: str
                  ) -> tuple[tuple[str, str | None, str | None, str | None], int] | _ErrorOutcome:
+        if token != token.strip():  # base64 would skip the whitespace; a real server's lookup would not
+            return _ErrorOutcome("badResumptionToken", f"not a token of this server: {token!r}")
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
             t_verb, prefix, set_, lo, hi, cursor, expiry, _nonce = raw.split("\x1f")
@@ -772,7 +792,8 @@ class OAIServer:
             attrs = f' completeListSize="{len(out.matches)}" cursor="{out.cursor}"'
             if out.token and self.token_ttl:
                 attrs += f' expirationDate="{_stamp(self._now + self.token_ttl)}"'
-            parts.append(f"<resumptionToken{attrs}>{out.token}</resumptionToken>\n".encode())
+            text = f"{fault.pad}{out.token}{fault.pad}" if isinstance(fault, PaddedToken) else out.token
+            parts.append(f"<resumptionToken{attrs}>{text}</resumptionToken>\n".encode())
         parts.append(f"</{out.verb}>".encode())
         return parts
 
@@ -857,6 +878,8 @@ class OAIServer:
                           drop="mid" if fault.mid_body else "now")
         if isinstance(fault, ExpiredToken):
             outcome = _ErrorOutcome("badResumptionToken", "the resumptionToken has expired")
+        elif isinstance(fault, ErrorCode):
+            outcome = _ErrorOutcome(fault.code, fault.message)
         if isinstance(outcome, _ListOutcome):
             outcome = self._apply_list_fault(outcome, fault, received)
         data = self._body(outcome, params, fault, received)

@@ -78,10 +78,21 @@ def test_unknown_source_is_an_error(tmp_path):
     assert result.exit_code == 2 and "unknown source" in result.output
 
 
-@pytest.mark.parametrize("args", [["--full", "--from", "2020-01-01"]])
-def test_harvest_rejects_contradictory_options(tmp_path, args):
-    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "harvest", *args])
-    assert result.exit_code == 2
+@pytest.mark.parametrize("args, message", [
+    (["--full", "--from", "2020-01-01"], "cannot be combined"),
+    (["--from", "2024-13-01"], "'2024-13-01' is not a date"),
+    (["--until", "yesterday"], "'yesterday' is not a date"),
+    (["--from", "2024-05-01", "--until", "2024-01-31"], "later than --until"),
+])
+@pytest.mark.parametrize("command", [["harvest"], ["reharvest"]])
+def test_harvest_rejects_bad_options_before_asking_any_server(tmp_path, command, args, message):
+    with OAIServer(make_records(5, seed=3)) as srv:
+        _, cfg = settings_for(tmp_path, {"lab": {"url": srv.url}})
+        result = CliRunner().invoke(main, ["--config", str(cfg), "--data-dir", str(tmp_path / "data"),
+                                           *command, "lab", *args])
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+        assert srv.requests == []
 
 
 def test_first_use_fetches_panet_once(tmp_path, monkeypatch):

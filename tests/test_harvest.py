@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from lxml import etree
 
 from harvester.config import load_settings
 from harvester.harvest import Harvester, HarvestRequest
+from harvester.locks import source_lock
 from harvester.store import Store
 from tests.oaiserver import (
     DAY,
@@ -26,10 +28,12 @@ from tests.oaiserver import (
     BrokenRecord,
     DropConnection,
     EmptyPageWithToken,
+    ErrorCode,
     ExpiredToken,
     IllegalChars,
     LoopToken,
     OAIServer,
+    PaddedToken,
     Slow,
     Status,
     http_date,
@@ -238,6 +242,31 @@ def test_empty_page_with_token_is_legal(server, lab):
     assert result.pages == 12
 
 
+def test_padded_tokens_are_trimmed_and_a_blank_one_ends_the_list(server, lab):
+    server.faults.append(PaddedToken(times=None))
+    result = harvest(lab)
+    assert result.status == "ok", result.error
+    assert set(stored(lab)) == live_ids(server)
+    sent = [r.params["resumptionToken"] for r in list_requests(server) if "resumptionToken" in r.params]
+    assert sent and all(t == t.strip() for t in sent)
+    # The last page's token is only whitespace: the end, not one more request.
+    assert len(list_requests(server)) == result.pages == 11
+    assert all(r.status == 200 and r.oai_error is None for r in list_requests(server))
+
+
+def test_an_error_code_outside_the_protocol_keeps_its_name(server, lab):
+    server.faults.append(ErrorCode("tooBusy", page=4))
+    result = harvest(lab)
+    assert result.status == "failed"
+    assert result.error.startswith("OAIError: tooBusy: the repository is busy"), result.error
+    with Store(lab.db_path) as store:
+        (cp,) = store.checkpoints("lab")
+        assert cp.pages == 3 and cp.token
+    result = harvest(lab)  # the busy spell is over: resumes at page 4
+    assert result.status == "ok", result.error
+    assert set(stored(lab)) == live_ids(server) and result.pages == 8
+
+
 def test_incremental_uses_the_servers_clock_and_costs_two_requests(server, lab):
     server.now = "2031-05-05T10:00:00Z"  # far from the test machine's clock
     assert harvest(lab).status == "ok"
@@ -250,6 +279,10 @@ def test_incremental_uses_the_servers_clock_and_costs_two_requests(server, lab):
     new_requests = server.requests[before:]
     assert len(new_requests) <= 2
     assert new_requests[-1].params["from"] == "2031-05-05T10:00:00Z"
+    assert new_requests[-1].oai_error == "noRecordsMatch"
+    # Nothing changed up to the empty answer's own date, so the watermark moves to it.
+    with Store(lab.db_path) as store:
+        assert store.get_watermark("lab", "", "oai_datacite") == "2031-05-05T10:01:00Z"
     # A change on the server is picked up by the next incremental harvest.
     changed = server.records[10].identifier
     server.advance(60)
@@ -315,6 +348,19 @@ def test_real_sample_records_are_stored_intact(tmp_path):
                                         + rec.metadata_xml + b"</w>")[0]
             assert etree.tostring(payload, method="c14n") == etree.tostring(original, method="c14n"), \
                 rec.identifier
+
+
+def test_stopped_while_waiting_for_the_lock_is_interrupted_not_failed(server, lab):
+    harvester = Harvester(lab, lock_wait=None)
+    try:
+        with source_lock(lab.data_dir, "lab", purpose="a manual harvest"):
+            threading.Timer(0.3, harvester.stop.set).start()
+            result = harvester.harvest_source(lab.sources["lab"])
+    finally:
+        harvester.http.close()
+    assert result.status == "interrupted", result
+    assert "waiting for the lock" in result.error
+    assert server.requests == []
 
 
 def test_sources_in_parallel_one_down(tmp_path, server):

@@ -17,9 +17,9 @@ import click
 
 from harvester import handoff
 from harvester.cli import AppContext, handle_errors, setup_logging
-from harvester.cli.harvest import console, print_summary, run_harvest
+from harvester.cli.harvest import console, harvest_request, print_summary, run_harvest
 from harvester.daemon import Daemon, daemon_info, daemon_pid
-from harvester.harvest import DAY, HarvestRequest, SourceResult, to_granularity
+from harvester.harvest import HarvestRequest, SourceResult
 from harvester.index.sync import sync_after_harvest
 
 _RESULT_FIELDS = {f.name for f in fields(SourceResult)}
@@ -84,14 +84,9 @@ def reharvest(app: AppContext, source: str, full: bool, from_: str | None, until
     any harvest of SOURCE it is running: one waits for the other) and this
     command waits for the result; otherwise the harvest runs here. Exits 1 when
     the harvest failed."""
-    if full and (from_ or until):
-        raise click.UsageError("--full cannot be combined with --from/--until")
-    for value in (from_, until):
-        if value:
-            to_granularity(value, DAY)  # a bad date fails here, not in the daemon's log
+    request = harvest_request(full, from_, until)  # a bad date fails here, not in the daemon's log
     settings = app.settings
     settings.select([source])
-    request = HarvestRequest(full=full, from_=from_, until=until)
     data_dir = settings.data_dir
     pid = daemon_pid(data_dir)
     outcome: dict[str, Any] | None = None

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from harvester.cli import AppContext, handle_errors
 from harvester.config import Settings
+from harvester.errors import HarvesterError
 from harvester.harvest import Harvester, HarvestRequest, SourceResult, failed
 from harvester.index.sync import sync_after_harvest
 from harvester.locks import holder
@@ -70,6 +71,14 @@ def run_harvest(app: AppContext, names: tuple[str, ...], request: HarvestRequest
             harvester.http.close()
 
 
+def harvest_request(full: bool, from_: str | None, until: str | None) -> HarvestRequest:
+    """The request the options ask for; a contradiction or a bad date is a usage error."""
+    try:
+        return HarvestRequest(full=full, from_=from_, until=until)
+    except HarvesterError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def print_summary(results: list[SourceResult]) -> None:
     table = Table(title="harvest summary")
     for col in ("source", "status", "new", "updated", "deleted", "unchanged", "kept aside", "repaired",
@@ -101,9 +110,7 @@ def harvest(app: AppContext, names: tuple[str, ...], full: bool, from_: str | No
     Incremental by default: from the server's responseDate of the last complete
     harvest. A harvest that was interrupted resumes from its last committed page.
     Exits 1 when a source failed."""
-    if full and (from_ or until):
-        raise click.UsageError("--full cannot be combined with --from/--until")
-    request = HarvestRequest(full=full, from_=from_, until=until)
+    request = harvest_request(full, from_, until)
     from harvester.index.follow import index_follower
 
     # The index follows the harvest as it commits (a process of its own), rather
