@@ -495,6 +495,8 @@ def test_cli_match_table_and_json(app):
     result = runner.invoke(techniques_group, ["match", "GISAXS and SANS of films"], obj=app)
     assert result.exit_code == 0, result.output
     assert "PaNET01162" in result.output and "PaNET01189" in result.output and "SANS" in result.output
+    # Piped (as here), a table is not squeezed into 80 columns: each row stays one line.
+    assert "│ grazing incidence small angle x-ray scattering │ PaNET01162 │" in result.output
     result = runner.invoke(techniques_group, ["match", "--json", "--facility", "ESRF", "XRD data"], obj=app)
     data = json.loads(result.output)
     assert data["ontology_version"] == "1.3.0-48-g7011e6b"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,11 @@ from harvester.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# A terminal's own width; piped output (a file, `less`, a CI log) gets wide
+# lines rather than every table cell wrapped at rich's default of 80 columns.
+# COLUMNS, when set, wins as rich reads it.
+_PIPED_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+console = Console(width=_PIPED_WIDTH)
 err_console = Console(stderr=True)
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import click
 
 from harvester import handoff
-from harvester.cli import AppContext, handle_errors, setup_logging
-from harvester.cli.harvest import console, harvest_request, print_summary, run_harvest
+from harvester.cli import AppContext, console, handle_errors, setup_logging
+from harvester.cli.harvest import harvest_request, print_summary, run_harvest
 from harvester.daemon import Daemon, daemon_info, daemon_pid
 from harvester.harvest import HarvestRequest, SourceResult
 from harvester.index.sync import sync_after_harvest

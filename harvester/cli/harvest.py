@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harvester.cli import AppContext, handle_errors
+from harvester.cli import AppContext, console, handle_errors
 from harvester.config import Settings
 from harvester.errors import HarvesterError
 from harvester.harvest import Harvester, HarvestRequest, SourceResult, failed
@@ -21,7 +19,6 @@ from harvester.locks import holder
 from harvester.store import Store
 
 # Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @click.command()

@@ -13,17 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from harvester.cli import handle_errors
+from harvester.cli import console, err_console, handle_errors
 from harvester.errors import IndexError_
 from harvester.index import COMPLETENESS_FLAGS, DIMENSIONS, open_backend
 from harvester.index.query import SearchQuery, parse_year_range, resolve_techniques
 from harvester.index.sync import SyncReport, describe, run_for_app
 
-console = Console()
-err_console = Console(stderr=True)
 _FLAG_LABELS = {"orcid": "ORCID", "ror": "ROR"}  # completeness column headings other than the flag's name
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from harvester.cli import AppContext, handle_errors
+from harvester.cli import AppContext, console, handle_errors
 from harvester.errors import HarvesterError, OntologyError, RecordError
 from harvester.pipeline import to_document
 
-console = Console()
 
 
 @click.command()

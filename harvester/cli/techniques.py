@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from harvester.cli import console
 from harvester.document import Subject
 from harvester.errors import HarvesterError
 from harvester.ontology import DEFAULT_URL, Ontology, default_ontology, fetch_ontology
@@ -138,7 +139,6 @@ def match(obj: Any, text: str | None, title: str | None, keywords: tuple[str, ..
     if not tags:
         click.echo("no technique found")
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"PaNET {tagger.ontology.version}")
@@ -146,7 +146,7 @@ def match(obj: Any, text: str | None, title: str | None, keywords: tuple[str, ..
         table.add_column(column, no_wrap=column in ("id", "method"))
     for t in tags:
         table.add_row(t.label, t.id, t.method + (" (weak)" if t.weak else ""), t.field, t.text)
-    Console().print(table)
+    console.print(table)
 
 
 @click.group()
