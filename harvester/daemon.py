@@ -65,6 +65,7 @@ JOB_PREFIX = "harvest:"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 HANDLED_SIGNALS = {*STOP_SIGNALS, signal.SIGHUP}
 STATE_REFRESH = 5.0  # seconds between state file rewrites when nothing happened
+PRUNE_EVERY = 3600.0  # seconds between sweeps of old request results
 
 
 # -- finding a running daemon (used by the CLI) -------------------------------
@@ -219,6 +220,7 @@ class Daemon:
         self._reload_asked = False
         self._job_keys: dict[str, str] = {}  # source -> what its job was scheduled with
         self._request_error: str | None = None
+        self._next_prune = 0.0
 
         self.metrics = Metrics()
         self._collector = StateCollector(self.snapshot, self.settings.db_path,
@@ -536,6 +538,7 @@ class Daemon:
             with self._lock:
                 self._index.update(last_sync=utcnow(), last_result=note)
                 if isinstance(note, dict) and note.get("ok") is False:  # index down: the store keeps all
+                    self.metrics.index_sync_failures.inc()
                     self._index.update(last_error=note.get("message"), last_error_at=utcnow())
                     log.warning("index sync incomplete: %s", note.get("message"),
                                 extra={"event": "index_sync_failed"})
@@ -545,7 +548,9 @@ class Daemon:
     def _take_requests(self) -> None:
         try:
             claimed = handoff.claim_pending(self.data_dir)
-            handoff.prune(self.data_dir)
+            if time.monotonic() >= self._next_prune:  # results live a week: no need to look every poll
+                handoff.prune(self.data_dir)
+                self._next_prune = time.monotonic() + PRUNE_EVERY
         except OSError as exc:  # e.g. a requests folder made by root: say so (once), keep running
             if str(exc) != self._request_error:
                 log.error("cannot take operator requests from %s: %s", handoff.requests_dir(self.data_dir), exc)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harvester.errors import HarvesterError
 from harvester.harvest import HarvestRequest
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,10 @@ def claim_pending(data_dir: Path) -> list[Request]:
             continue
         try:
             data = _read_json(target) or {}
-            claimed.append(Request(**{**data, "id": request_id}))
-        except (ValueError, TypeError, OSError) as exc:
+            req = Request(**{**data, "id": request_id})
+            req.harvest_request()  # a bad date is answered here, not raised in the daemon's loop
+            claimed.append(req)
+        except (ValueError, TypeError, OSError, HarvesterError) as exc:
             log.error("request file %s is unreadable (%s); answering it as failed", target.name, exc)
             finish(data_dir, request_id, {"id": request_id, "status": "failed",
                                           "error": f"unreadable request: {exc}"})
