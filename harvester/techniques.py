@@ -100,7 +100,7 @@ __all__ = ["DEFAULT_URL", "Ontology", "Tagger", "Technique", "default_ontology",
            "default_knowledge_dir", "load_ontology"]
 
 STRENGTH = {"iri": 0, "subject": 1, "text": 2, "instrument": 3, "facility": 4}
-_CONNECTORS = frozenset({"and", "or", "/"})  # "&" reads as "and"
+_CONNECTORS = frozenset({"and", "or", "/", "&"})
 _SENTENCE_END = re.compile(r"[.;!?](?=\s|$)|\x00")  # for background cues
 # A photon, neutron or muon context: a probe, a source or a beamline named in the text.
 # A generic name ("tomography", "reflectometry", "powder diffraction") is a PaN
@@ -110,7 +110,7 @@ _BEAM_CONTEXT = re.compile(
     r"(?<![a-z])x[\s-]?rays?(?![a-z])|\b(?:neutrons?|muons?|µsr|μsr|musr|synchrotrons?|beam[\s-]?lines?|beam[\s-]?times?"
     r"|xfels?|free[\s-]electron[\s-]lasers?|spallation|light[\s-]sources?|undulators?|photon[\s-]sources?)\b",
     re.IGNORECASE)
-_CONNECTORS_CASED = _cased(_CONNECTORS | {"&"})
+_CONNECTORS_CASED = _cased(_CONNECTORS)
 _UMBRELLA = 10  # descendants that make a technique an umbrella ("neutron diffraction": 10, "SAXS": 9)
 _COORD_WINDOW = 5  # tokens looked at on each side of a connector
 _CACHE_LIMIT = 50_000  # per memo; cleared when full (keywords and instruments repeat a lot)
@@ -466,7 +466,7 @@ class Tagger:
             return result
         doc = _Text(value)
         matches = self._scan(doc, self._subject, fold=True, coordinate=True)
-        if matches and all(key == _PUNCT or key in _CONNECTORS or key == "&" or any(
+        if matches and all(key == _PUNCT or key in _CONNECTORS or any(
                 m[1] <= j <= m[2] for m in matches) for j, key in enumerate(doc.lower)):
             result = ("subject", self._found(doc, matches))
         else:

@@ -99,6 +99,7 @@ COORDINATED = [
     # a modifier or a head shared across "and", "or", "/": both names
     ("small angle neutron and X-ray scattering", ["small angle neutron scattering", "small angle x-ray scattering"]),
     ("X-ray and neutron reflectometry", ["x-ray reflectivity", "neutron reflectometry"]),
+    ("small angle neutron & X-ray scattering", ["small angle neutron scattering", "small angle x-ray scattering"]),
     ("neutron and X-ray diffraction", ["neutron diffraction", "x-ray diffraction"]),
     ("X-ray/neutron reflectivity", ["x-ray reflectivity", "neutron reflectometry"]),
     ("X-ray absorption and emission spectroscopy", ["x-ray absorption spectroscopy", "x-ray emission spectroscopy"]),
