@@ -86,6 +86,13 @@ def load_knowledge(directory: Path) -> _Knowledge:
                    for name, ids in table.items()}
         for facility, table in ins.get("instrument", {}).items()
     }
+    names = {f: list(t) for f, t in ins.get("instrument", {}).items()}
+    for key, entry in fac.get("facility", {}).items():
+        if (parent := entry.get("instruments")) is not None:
+            if parent not in instruments:
+                raise OntologyError(f"facilities.toml [facility.{key}] instruments: no instrument "
+                                    f"table {parent!r} in instruments.toml")
+            instruments[key], names[key] = instruments[parent], names[parent]
     cues = stop.get("not_used_after", {})
     if not all(isinstance(v, int) and v >= 0 for v in cues.values()):
         raise OntologyError(f"stoplist.toml [not_used_after]: expected phrase = number of words, got {cues!r}")
@@ -105,7 +112,7 @@ def load_knowledge(directory: Path) -> _Knowledge:
         facilities=facilities,
         facility_keys=facility_keys,
         instruments=instruments,
-        instrument_names={f: list(t) for f, t in ins.get("instrument", {}).items()},
+        instrument_names=names,
         not_in_titles=frozenset(ins.get("not_in_titles", [])),
         instrument_words={p: _ids(v, f"instruments.toml [words] {p!r}")
                           for p, v in ins.get("words", {}).items()},

@@ -379,6 +379,12 @@ def test_instruments(tagger):
     assert labels(tagger.tag(title="Sample Data from NMX", facility="ESS")) == [
         "macromolecular crystallography", "neutron single crystal diffraction"]
     assert tagger.tag(title="Sample Data from NMX") == []  # facility unknown: no guess
+    # SLS and SINQ are at PSI: their records use PSI's table, where PEARL is not ISIS's
+    # powder diffractometer, and their titles name PSI's instruments
+    assert labels(tagger.tag(title="Adsorbed molecules on Cu(111)", instruments=["PEARL"], facility="SLS")) == [
+        "x-ray photoelectron diffraction"]
+    assert labels(tagger.tag(title="Beamtime on TOMCAT", facility="Swiss Light Source")) == [
+        "x-ray microtomography"]
     # a time-of-flight spectrometer always measures inelastic scattering
     assert labels(tagger.tag(title="Liquid water", instruments=["IN6"], facility="ILL")) == [
         "time of flight spectrometry", "inelastic neutron spectroscopy"]
@@ -418,6 +424,18 @@ def test_every_id_in_the_knowledge_files_is_a_panet_13_technique(tagger):
         assert tagger.ontology.technique(probe) is not None
     for entry in facilities["facility"].values():
         assert set(entry["probes"]) <= set(facilities["probes"]) | {"electron"}
+
+
+def test_a_facility_pointing_at_a_missing_instrument_table_is_a_clear_error(tmp_path):
+    from harvester.errors import OntologyError
+    from harvester.knowledge import load_knowledge
+
+    for f in default_knowledge_dir().glob("*.toml"):
+        (tmp_path / f.name).write_text(f.read_text())
+    facilities = tmp_path / "facilities.toml"
+    facilities.write_text(facilities.read_text().replace('instruments = "PSI"', 'instruments = "PIS"', 1))
+    with pytest.raises(OntologyError, match=r"\[facility.SLS\] instruments: no instrument table 'PIS'"):
+        load_knowledge(tmp_path)
 
 
 @pytest.fixture(scope="module")
