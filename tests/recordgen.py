@@ -66,9 +66,10 @@ class FakeRecord:
 
     @property
     def doi(self) -> str | None:
-        """The DOI the generator put in the payload (None for sample records)."""
-        m = re.search(rb'<identifier identifierType="DOI">([^<]+)</identifier>', self.metadata_xml)
-        return m.group(1).decode() if m else None
+        """The DOI the generator put in the payload, in either format (None for sample records)."""
+        m = re.search(rb'<identifier identifierType="DOI">([^<]+)</identifier>'
+                      rb'|<dc:identifier>https://doi\.org/([^<]+)</dc:identifier>', self.metadata_xml)
+        return (m.group(1) or m.group(2)).decode() if m else None
 
 
 # --- vocabulary -------------------------------------------------------------
