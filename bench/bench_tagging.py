@@ -9,7 +9,9 @@ Two workloads, the same records on every run:
   acronyms and stoplisted look-alikes mixed in (about 1,100 characters).
 
 Each workload is tagged once to warm the tagger's memos, then timed (process
-CPU time, best of ``--repeat`` runs: other processes on the machine add noise).
+CPU time, best of ``--repeat`` runs: other processes on the machine add noise),
+next to the peer, a plain keyword matcher of PaNET labels (bench/peer_matcher.py;
+its precision and recall are in bench/eval_techniques.py).
 ``--baseline DIR`` runs the same records through the Tagger of another checkout
 (for example ``git worktree add /tmp/base HEAD``) in a subprocess and prints
 both side by side. Usage:
@@ -27,8 +29,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the package and bench.peer_matcher
 
 FILLER = ("the of and in to a we with for on by at from sample samples measured structure temperature "
           "phase transition magnetic order thin film crystal protein membrane catalyst battery electrode "
@@ -64,7 +68,6 @@ def long_records(n: int, seed: int = 4) -> list[dict]:
 
 def typical_records(n: int) -> list[dict]:
     """Tagger.tag arguments of n generated records, as tag_document takes them from a Document."""
-    sys.path.insert(0, str(ROOT))
     from lxml import etree
 
     from harvester.records import parse_element
@@ -86,8 +89,21 @@ def typical_records(n: int) -> list[dict]:
     return out
 
 
-def run(root: Path, ontology: str, workloads: dict[str, list[dict]], repeat: int) -> dict:
-    """Time Tagger.tag of the checkout at ``root`` on each workload (this process)."""
+def _time(tag: Any, args: list[dict], repeat: int) -> tuple[float, int]:
+    """Best CPU seconds of tagging every record, and the tags of one pass."""
+    tags = sum(len(tag(**a)) for a in args)  # warms the memos
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        for a in args:
+            tag(**a)
+        best = min(best, time.process_time() - t0)
+    return best, tags
+
+
+def run(root: Path, ontology: str, workloads: dict[str, list[dict]], repeat: int, *, peer: bool = False) -> dict:
+    """Time Tagger.tag of the checkout at ``root`` on each workload (this process),
+    and the peer's matcher when ``peer``."""
     sys.path.insert(0, str(root))
     from harvester.document import Subject
     from harvester.ontology import load_ontology
@@ -96,18 +112,20 @@ def run(root: Path, ontology: str, workloads: dict[str, list[dict]], repeat: int
     started = time.perf_counter()
     tagger = Tagger(load_ontology(ontology))
     out: dict = {"build_s": time.perf_counter() - started, "version": tagger.ontology.version}
+    matcher = None
+    if peer:
+        from bench.peer_matcher import LabelMatcher
+
+        matcher = LabelMatcher(tagger.ontology)
     for name, recs in workloads.items():
         args = [dict(r, subjects=[Subject(**s) for s in r.get("subjects", ())]) for r in recs]
-        tags = sum(len(tagger.tag(**a)) for a in args)  # warm the memos
-        best = float("inf")
-        for _ in range(repeat):
-            t0 = time.process_time()
-            for a in args:
-                tagger.tag(**a)
-            best = min(best, time.process_time() - t0)
+        best, tags = _time(tagger.tag, args, repeat)
         chars = sum(len(r.get("title") or "") + len(r.get("summary") or "") for r in recs)
         out[name] = {"records": len(recs), "chars": chars / len(recs), "us": best / len(recs) * 1e6,
                      "tags": tags / len(recs)}
+        if matcher is not None:
+            best, tags = _time(matcher.tag, args, repeat)
+            out[name]["peer"] = {"us": best / len(recs) * 1e6, "tags": tags / len(recs)}
     return out
 
 
@@ -126,7 +144,7 @@ def main() -> None:
         print(json.dumps(run(args.root, args.ontology, workloads, args.repeat)))
         return
     workloads = {"typical": typical_records(args.records), "long": long_records(max(1, args.records // 3))}
-    results = {"this checkout": run(ROOT, args.ontology, workloads, args.repeat)}
+    results = {"this checkout": run(ROOT, args.ontology, workloads, args.repeat, peer=True)}
     if args.baseline:
         with tempfile.NamedTemporaryFile("w", suffix=".json") as fh:
             json.dump(workloads, fh)
@@ -142,6 +160,10 @@ def main() -> None:
             print(f"  {name:<8} {w['records']:>6} records, {w['chars']:>5.0f} chars: {w['us']:6.1f} us/record, "
                   f"{1e6 / w['us']:>8,.0f} records/s, {w['tags'] * 1e6 / w['us']:>8,.0f} tags/s "
                   f"({w['tags']:.2f} tags/record)")
+            if "peer" in w:
+                p = w["peer"]
+                print(f"  {'  peer':<8} {'':>6}  keyword matcher of PaNET labels: {p['us']:6.1f} us/record, "
+                      f"{1e6 / p['us']:>8,.0f} records/s ({p['tags']:.2f} tags/record)")
 
 
 if __name__ == "__main__":

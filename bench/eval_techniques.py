@@ -9,7 +9,8 @@ gold technique (true but vague), and *wrong* otherwise. A gold technique is
 The set comes in batches (field ``batch``, 1 when absent): batch 1 is the
 original set, batches 2 to 5 were added later as held-out checks of the
 tagger's rules (see tests/data/README.md). Figures are printed for all entries, for
-each batch, and with the weak (instrument, facility) tags left out. Usage:
+each batch, and with the weak (instrument, facility) tags left out, next to the same figures for a plain keyword matcher (PaNET labels
+and alternative labels, see bench/peer_matcher.py), the peer. Usage:
 
     .venv/bin/python bench/eval_techniques.py [--ontology PATH] [--batch N] [--quiet] [--json]
 """
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from harvester.cli.techniques import record_arguments  # noqa: E402
 from harvester.ontology import Ontology, load_ontology  # noqa: E402
 from harvester.techniques import Tagger  # noqa: E402
+from bench.peer_matcher import LabelMatcher  # noqa: E402
 
 EVAL = ROOT / "tests" / "data" / "techniques_eval.jsonl"
 BATCH_NAMES = {1: "original", 2: "batch 2", 3: "batch 3", 4: "batch 4", 5: "batch 5"}
@@ -37,7 +39,7 @@ def load_entries(path: Path = EVAL) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def evaluate(tagger: Tagger, entries: list[dict], *, weak: bool = True) -> dict:
+def evaluate(tagger: Tagger | LabelMatcher, entries: list[dict], *, weak: bool = True) -> dict:
     onto: Ontology = tagger.ontology
     verdicts: Counter[tuple[str, str]] = Counter()  # (method, verdict)
     found = gold_total = 0
@@ -82,10 +84,13 @@ def evaluate(tagger: Tagger, entries: list[dict], *, weak: bool = True) -> dict:
     }
 
 
-def _line(name: str, r: dict) -> str:
-    return (f"{name:<26} {r['entries']:>4} records {r['negatives']:>3} neg  {r['predicted']:>4} tags  "
+def _line(name: str, r: dict, peer: dict | None = None) -> str:
+    line = (f"{name:<26} {r['entries']:>4} records {r['negatives']:>3} neg  {r['predicted']:>4} tags  "
             f"precision {r['precision']:.3f} (strict {r['precision_strict']:.3f})  "
             f"recall {r['recall']:.3f} ({r['found']}/{r['gold']})")
+    if peer is not None:
+        line += f"  | peer P {peer['precision']:.3f} R {peer['recall']:.3f}"
+    return line
 
 
 def main() -> None:
@@ -110,9 +115,13 @@ def main() -> None:
         print(json.dumps({name: {k: v for k, v in r.items() if k != "errors"} for name, r in rows.items()},
                          indent=2))
         return
-    print(f"PaNET {tagger.ontology.version}")
+    peer = LabelMatcher(tagger.ontology)
+    peer_rows = {"all": evaluate(peer, entries)}
+    for b in batches:
+        peer_rows[BATCH_NAMES.get(b, f"batch {b}")] = evaluate(peer, [e for e in entries if e.get("batch", 1) == b])
+    print(f"PaNET {tagger.ontology.version}; peer: PaNET labels matched as keywords (bench/peer_matcher.py)")
     for name, r in rows.items():
-        print(_line(name, r))
+        print(_line(name, r, peer_rows.get(name)))
     print("by method (all records):")
     for method, counts in rows["all"]["by_method"].items():
         n = sum(counts.values())

@@ -611,3 +611,21 @@ def test_evaluation_set_figures(tagger):
                            "neg-ess-odin-mcstas-bragg-edge-simulation", "neg-materialsproject-computed-xas",
                            "neg-hf-cod-synthetic-xrd-patterns", "neg-iospress-highness-cdr",
                            "neg-copernicus-se-11-1891-seismic-cdi"}, tagged
+
+
+def test_the_tagger_beats_a_plain_keyword_matcher_on_every_batch(tagger):
+    """The peer: PaNET labels and alternative labels matched as keywords, what a
+    harvester without a tagger of its own does (bench/peer_matcher.py)."""
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from bench.eval_techniques import evaluate, load_entries
+    from bench.peer_matcher import LabelMatcher
+
+    entries = load_entries()
+    peer = LabelMatcher(tagger.ontology)
+    for batch in sorted({e.get("batch", 1) for e in entries}):
+        part = [e for e in entries if e.get("batch", 1) == batch]
+        ours, theirs = evaluate(tagger, part), evaluate(peer, part)
+        assert ours["precision"] > theirs["precision"] and ours["recall"] > theirs["recall"], (batch, ours, theirs)
+        assert theirs["predicted"] > 0  # the peer does find things: the comparison is not empty
