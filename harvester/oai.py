@@ -24,7 +24,7 @@ from sickle.models import ResumptionToken
 
 from harvester.errors import OAI_ERRORS, OAIError, PageError
 from harvester.http import HTTPClient, Response
-from harvester.safexml import safe_parser
+from harvester.safexml import parse_xml
 
 OAI_NS = "{http://www.openarchives.org/OAI/2.0/}"
 
@@ -60,13 +60,13 @@ def parse_page(content: bytes, url: str | None = None) -> tuple[etree._Element, 
     """Parse strictly; on failure repair once and parse again. Returns the root
     and the number of characters repaired. Raises PageError."""
     try:
-        return etree.fromstring(content, safe_parser()), 0
+        return parse_xml(content), 0
     except etree.XMLSyntaxError as first:
         repaired, count = repair(content)
         if count == 0:
             raise PageError(f"page does not parse: {first}", url=url) from None
         try:
-            return etree.fromstring(repaired, safe_parser()), count
+            return parse_xml(repaired), count
         except etree.XMLSyntaxError as second:
             raise PageError(f"page does not parse even after repairing {count} characters: {second}",
                             url=url) from None

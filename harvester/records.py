@@ -34,7 +34,7 @@ from harvester.datacite import _map_datacite
 from harvester.document import Document, Instrument
 from harvester.dublincore import _map_dc
 from harvester.errors import RecordError
-from harvester.safexml import safe_parser
+from harvester.safexml import parse_xml, safe_parser
 from harvester.xmltext import _LOCAL, _first_child, _text
 
 __all__ = ["parse_record", "parse_element", "safe_parser"]
@@ -49,7 +49,7 @@ def parse_record(raw: bytes, *, source: str, facility: str | None = None,
                  metadata_prefix: str | None = None) -> Document:
     """Parse the bytes of one `<record>` (or a bare payload root) into a Document."""
     try:
-        root = etree.fromstring(raw, safe_parser())
+        root = parse_xml(raw)
     except (etree.XMLSyntaxError, ValueError) as exc:
         # ValueError: a str with an encoding declaration; either way the XML is unusable.
         raise RecordError(f"unreadable XML: {exc}") from exc

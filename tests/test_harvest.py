@@ -350,6 +350,29 @@ def test_real_sample_records_are_stored_intact(tmp_path):
                 rec.identifier
 
 
+def test_a_record_with_a_huge_text_node_is_harvested_and_mapped(tmp_path):
+    """libxml2 refuses a text node over 10 MB by default (a table pasted into an
+    abstract); the page would fail on every run and stop its source for good."""
+    from dataclasses import replace
+
+    from harvester.records import parse_record
+
+    records = make_records(30, seed=4)
+    big = "123.4 567.8 " * 1_000_000  # 12 MB of a pasted data table
+    target = records[12]
+    abstract = b'descriptionType="Abstract">'
+    assert abstract in target.metadata_xml
+    records[12] = replace(target, metadata_xml=target.metadata_xml.replace(abstract, abstract + big.encode(), 1))
+    with OAIServer(records, page_size=10) as srv:
+        settings, _ = settings_for(tmp_path, {"lab": {"url": srv.url}})
+        result = harvest(settings)
+    assert result.status == "ok" and result.kept_aside == 0, result.error
+    got = stored(settings)
+    assert set(got) == {r.identifier for r in records if not r.deleted}
+    doc = parse_record(got[target.identifier].raw, source="lab")
+    assert doc.title and len(doc.summary) > 10_000_000 and doc.summary.startswith("123.4 567.8 123.4")
+
+
 def test_stopped_while_waiting_for_the_lock_is_interrupted_not_failed(server, lab):
     harvester = Harvester(lab, lock_wait=None)
     try:
