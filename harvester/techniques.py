@@ -110,6 +110,12 @@ _BEAM_CONTEXT = re.compile(
     r"(?<![a-z])x[\s-]?rays?(?![a-z])|\b(?:neutrons?|muons?|µsr|μsr|musr|synchrotrons?|beam[\s-]?lines?|beam[\s-]?times?"
     r"|xfels?|free[\s-]electron[\s-]lasers?|spallation|light[\s-]sources?|undulators?|photon[\s-]sources?)\b",
     re.IGNORECASE)
+# The probes a generic name is read with ("tomography" in a record that speaks only of
+# X-rays is x-ray tomography): the key in facilities.toml [probes], and how text names it.
+_PROBE_WORDS = {
+    "x-ray": re.compile(r"(?<![a-z])x[\s-]?rays?(?![a-z])", re.IGNORECASE),
+    "neutron": re.compile(r"\bneutrons?\b", re.IGNORECASE),
+}
 _CONNECTORS_CASED = _cased(_CONNECTORS)
 _UMBRELLA = 10  # descendants that make a technique an umbrella ("neutron diffraction": 10, "SAXS": 9)
 _COORD_WINDOW = 5  # tokens looked at on each side of a connector
@@ -127,6 +133,27 @@ def _copy(doc: Document, update: dict[str, Any]) -> Document:
 # One piece of evidence: (strength, field order, position, iri, method, field, text);
 # a plain tuple, so that sorting it sorts by rank.
 _Hit = tuple[int, int, int, str, str, str, str]
+
+
+def _drop_back_references(hits: list[_Hit]) -> list[_Hit]:
+    """A name that ends a longer name said before it refers back to that one: after
+    "X-ray emission spectroscopy", "Kβ emission spectroscopy" is not also the broader
+    (and in PaNET unrelated) "emission spectroscopy". A title's "X-ray diffraction"
+    before the abstract's "grazing incidence X-ray diffraction" stays its own."""
+    texts = {hit[6] for hit in hits if hit[4] == "text"}
+    if len(texts) < 2:  # most records: one name, or one name giving several classes
+        return hits
+    tails = {text.rsplit(None, 1)[-1].lower() for text in texts}
+    if len(tails) == len(texts):  # no two names end alike
+        return hits
+    said = [((hit[1], hit[2]), " " + _words(hit[6])) for hit in hits if hit[4] == "text"]
+    return [hit for hit in hits if hit[4] != "text" or not any(
+        where < (hit[1], hit[2]) and longer != (short := " " + _words(hit[6])) and longer.endswith(short)
+        for where, longer in said)]
+
+
+def _words(text: str) -> str:
+    return " ".join(text.lower().replace("-", " ").split())
 
 
 class Tagger:
@@ -197,6 +224,8 @@ class Tagger:
             re.IGNORECASE) if background else None
 
         self._needs_context = frozenset(self._iris(k.needs_context))
+        self._probes, self._refine = self._probe_refinements(ontology, k.probes)
+        self._refinable = frozenset(generic for generic, _ in self._refine)
         # facility key -> instrument key -> IRIs, resolved once (and checked: unknown_ids)
         self._instrument_iris = {facility: {key: self._iris(ids) for key, ids in table.items()}
                                  for facility, table in k.instruments.items()}
@@ -220,6 +249,53 @@ class Tagger:
         self._subject_memo: dict[str, tuple[str, list[tuple[tuple[str, ...], str, int]] | tuple[()]]] = {}
         self._instrument_memo: dict[tuple[str, str | None], list[tuple[tuple[str, ...], str]]] = {}
         self._facility_memo: dict[str, tuple[str | None, str | None]] = {}
+
+    def _probe_refinements(self, ontology: Ontology, probes: dict[str, str]
+                           ) -> tuple[list[tuple[str, re.Pattern[str]]], dict[tuple[str, str], str]]:
+        """The probes of _PROBE_WORDS as (IRI, pattern), and (generic IRI, probe IRI) ->
+        the generic's one child named by the probe word and placed under the probe:
+        "small angle scattering" + x-ray -> "small angle x-ray scattering". Read off
+        PaNET, so another build brings its own classes."""
+        children: dict[str, list[Technique]] = {}
+        for t in ontology:
+            for parent in t.parents:
+                children.setdefault(parent, []).append(t)
+        found: list[tuple[str, re.Pattern[str]]] = []
+        refine: dict[tuple[str, str], str] = {}
+        for word, pattern in _PROBE_WORDS.items():
+            iris = self._iris([probes[word]]) if word in probes else ()
+            if not iris:
+                continue
+            probe = iris[0]
+            found.append((probe, pattern))
+            for generic in ontology:
+                if probe in self._ancestors[generic.iri]:
+                    continue  # already the probe's ("neutron reflectometry")
+                words = {*generic.label.split(), word}
+                named = [c.iri for c in children.get(generic.iri, ())
+                         if probe in self._ancestors[c.iri] and set(c.label.split()) == words]
+                if len(named) == 1:
+                    refine[(generic.iri, probe)] = named[0]
+        return found, refine
+
+    def _with_probe(self, hits: list[_Hit], facility_probe: str | None, texts: Iterable[str | None]) -> list[_Hit]:
+        """Generic names read with the record's probe, when the record has exactly one:
+        named in its text, implied by its other techniques or by its facility."""
+        text = "\n".join(t for t in texts if t)
+        seen: list[str] = []
+        for probe, pattern in self._probes:
+            if (facility_probe is not None and (facility_probe == probe or probe in self._ancestors[facility_probe])
+                    or any(probe in self._ancestors[hit[3]] for hit in hits) or pattern.search(text)):
+                seen.append(probe)
+        if len(seen) != 1:
+            return hits
+        refine, ancestors = self._refine, self._ancestors
+        named = {hit[3] for hit in hits}
+        # a generic name that a more specific one of the record covers is left to _resolve
+        return [(*hit[:3], refine[(hit[3], seen[0])], *hit[4:])
+                if hit[4] == "text" and (hit[3], seen[0]) in refine
+                and not any(hit[3] in ancestors[other] for other in named) else hit
+                for hit in hits]
 
     # -- compiling names ---------------------------------------------------
     def _iris(self, ids: Iterable[str]) -> tuple[str, ...]:
@@ -547,6 +623,9 @@ class Tagger:
             append((4, 5, 0, probe, "facility", "facility", facility.strip()))  # type: ignore[union-attr]
         if not hits:
             return []
+        refinable = self._refinable
+        if any(hit[4] == "text" and hit[3] in refinable for hit in hits):
+            hits = self._with_probe(hits, probe, (title, summary, *keywords, *instruments))
         # A generic technique needs a photon, neutron or muon context in the record: a
         # known facility, an instrument, a specific technique, or a probe or source named.
         if facility_key is None:
@@ -617,6 +696,8 @@ class Tagger:
             kept = [hit for hit in kept if hit[0] < 3 or not any(
                 other[0] < 3 and other[3] in ancestors[hit[3]] and other[3] not in umbrellas
                 for other in kept)]
+            if len(kept) > 1:  # what is left of names a longer one covers
+                kept = _drop_back_references(kept)
         fields = self._tag_fields
         return [_new_tag({"iri": iri, "id": fields[iri][0], "label": fields[iri][1], "method": method,
                           "field": field, "text": text, "weak": strength >= 3})

@@ -180,13 +180,65 @@ NEEDS_CONTEXT = [
     ({"title": "Relative arrival-time upper-mantle tomography"}, []),
     ({"title": "Water content by time domain reflectometry"}, []),
     ({"title": "NMR crystallography of a polymorph"}, []),
-    ({"title": "Tomography of a battery", "facility": "ESRF"}, ["tomography"]),      # a known facility
+    ({"title": "Tomography of a battery", "facility": "ESRF"}, ["x-ray tomography"]),  # a known x-ray facility
     ({"title": "Tomography of a battery at the beamline"}, ["tomography"]),           # a source named
     ({"title": "Tomography of a battery", "keywords": ["synchrotron"]}, ["tomography"]),
-    ({"title": "Tomography and SAXS of a battery"}, ["tomography", "small angle x-ray scattering"]),
+    ({"title": "Tomography and SAXS of a battery"}, ["x-ray tomography", "small angle x-ray scattering"]),
     ({"title": "X-ray tomography of a battery"}, ["x-ray tomography"]),               # specific
     ({"title": "Computed tomography of the chest"}, ["x-ray tomography"]),            # CT is X-rays
 ]
+
+
+def test_a_name_ending_a_longer_one_said_before_refers_back_to_it(tagger):
+    text = ("High-efficiency X-ray emission spectroscopy at high pressure. Spin-state imaging via "
+            "Kβ1,3 emission spectroscopy takes seconds.")
+    assert labels(tagger.tag(summary=text)) == ["x-ray emission spectroscopy"]
+    # said first (a title's "X-ray diffraction" before the abstract's GIXRD), it stands
+    tags = tagger.tag(title="HAXPES and X-ray diffraction at once",
+                      summary="A set-up combines grazing incidence X-ray diffraction (GIXRD) and HAXPES.")
+    assert "x-ray diffraction" in labels(tags)
+
+
+VOCABULARY_AFTER_BATCH_6 = [
+    ("Specular neutron reflection from adsorbed casein", ["neutron reflectometry"]),
+    ("coherent X-ray diffractive imaging (CXDI) of gold colloids", ["coherent diffraction imaging"]),
+    ("polychromatic X-ray microdiffraction of strain", ["microfocus diffraction", "x-ray diffraction"]),
+    ("Scanning X-ray Diffraction Microscopy of cathode particles", ["x-ray diffraction imaging"]),
+    ("Dark-field X-ray microscopy (DFXM) of dislocations", ["x-ray diffraction imaging", "x-ray microscopy"]),
+    ("nuclear resonance vibrational spectroscopy (NRVS) of FeOEP", ["nuclear resonant scattering"]),
+    ("tomography in a scanning transmission X-ray microscope",
+     ["x-ray tomography", "scanning transmission x-ray microscopy"]),
+    ("wavelength resolved neutron transmission imaging of Bragg edges", ["neutron transmission radiography"]),
+    ("synchrotron radiation circular dichroism (SRCD) of proteins", ["UV circular dichroism"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), VOCABULARY_AFTER_BATCH_6)
+def test_vocabulary_after_batch_6(tagger, text, expected):
+    assert sorted(labels(tagger.tag(summary=text))) == sorted(expected)
+
+
+PROBE_READINGS = [
+    # a generic name, read with the record's one probe: named in the text, ...
+    ({"title": "Reflectometry of lipid bilayers", "summary": "Neutrons at two contrasts."},
+     ["neutron reflectometry"]),
+    ({"title": "Small-angle scattering of micelles", "keywords": ["X-rays"]}, ["small angle x-ray scattering"]),
+    # ... implied by another technique of the record, or by its facility
+    ({"title": "Powder diffraction and INS of a hydride"}, ["neutron powder diffraction",
+                                                            "inelastic neutron spectroscopy"]),
+    ({"title": "Powder diffraction of a hydride", "facility": "ILL"}, ["neutron powder diffraction"]),
+    # two probes: no reading
+    ({"title": "Reflectometry of films with X-rays and neutrons"}, ["reflectometry"]),
+    # a generic name a specific one of the record covers is not read again
+    ({"title": "Diffraction data", "summary": "X-ray powder diffraction of a hydride"}, ["x-ray powder diffraction"]),
+    # PaNET has no class for the reading: the name stays as written
+    ({"title": "Tomography of a steel weld", "summary": "with neutrons"}, ["tomography"]),
+]
+
+
+@pytest.mark.parametrize(("record", "expected"), PROBE_READINGS)
+def test_generic_names_are_read_with_the_records_probe(tagger, record, expected):
+    assert labels(tagger.tag(**record)) == expected
 
 
 @pytest.mark.parametrize(("record", "expected"), NEEDS_CONTEXT)
@@ -590,15 +642,15 @@ def test_evaluation_set_figures(tagger):
     from harvester.cli.techniques import record_arguments
 
     entries = load_entries()
-    batches = {b: [e for e in entries if e.get("batch", 1) == b] for b in (1, 2, 3, 4, 5)}
-    assert [len(batches[b]) >= n for b, n in ((1, 100), (2, 60), (3, 80), (4, 70), (5, 60))] == [True] * 5
-    assert sum(1 for e in entries if not e["gold"]) >= 85
+    batches = {b: [e for e in entries if e.get("batch", 1) == b] for b in (1, 2, 3, 4, 5, 6)}
+    assert [len(batches[b]) >= n for b, n in ((1, 100), (2, 60), (3, 80), (4, 70), (5, 60), (6, 70))] == [True] * 6
+    assert sum(1 for e in entries if not e["gold"]) >= 99
     assert len({e["id"] for e in entries}) == len(entries)
     assert all(e["source"] and e["basis"] and all(tagger.ontology.technique(g) for g in e["gold"]) for e in entries)
     # floors a little under today's figures per batch (tests/data/README.md has them):
-    # batch 1 holds the goal; batches 3 to 5, held out, are the honest estimate
-    floors = ((1, 0.95, 0.85, 0.85), (2, 0.94, 0.83, 0.83), (3, 0.87, 0.60, 0.60), (4, 0.87, 0.63, 0.50),
-              (5, 0.81, 0.68, 0.67))
+    # batch 1 holds the goal; batches 3 to 6, held out, are the honest estimate
+    floors = ((1, 0.95, 0.85, 0.85), (2, 0.94, 0.83, 0.83), (3, 0.88, 0.68, 0.64), (4, 0.87, 0.63, 0.50),
+              (5, 0.81, 0.72, 0.71), (6, 0.81, 0.76, 0.66))
     for batch, precision, recall, strong_recall in floors:
         for weak in (True, False):
             result = evaluate(tagger, batches[batch], weak=weak)
@@ -606,11 +658,13 @@ def test_evaluation_set_figures(tagger):
                 k: v for k, v in result.items() if k != "errors"}
     tagged = [e["id"] for e in entries if not e["gold"] and tagger.tag(**record_arguments(e))]
     # the known ones: texts about a technique without a measurement (simulations, computed
-    # or synthetic data, a design report) and seismic "coherent diffraction imaging"
+    # or synthetic data, a design report), seismic "coherent diffraction imaging", muon
+    # radiography of a volcano that cites X-ray CT, and EBSD set against X-ray diffraction
     assert set(tagged) <= {"neg-muon-magnets-simulation", "neg-qensmodels-reference-data",
                            "neg-ess-odin-mcstas-bragg-edge-simulation", "neg-materialsproject-computed-xas",
                            "neg-hf-cod-synthetic-xrd-patterns", "neg-iospress-highness-cdr",
-                           "neg-copernicus-se-11-1891-seismic-cdi"}, tagged
+                           "neg-copernicus-se-11-1891-seismic-cdi", "neg-pmc5577107-bcdi-guided-phasing-simulations",
+                           "neg-copernicus-gi-7-307-muon-radiography-fbp", "neg-ebsd-beginners-texture-analysis"}, tagged
 
 
 def test_the_tagger_beats_a_plain_keyword_matcher_on_every_batch(tagger):
