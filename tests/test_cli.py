@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from harvester.cli import main
+from tests.helpers import settings_for
 from tests.oaiserver import OAIServer
 from tests.recordgen import make_records
-from tests.test_harvest import settings_for
 
 STATUS_KEYS = {"source", "records", "deleted", "last_success", "watermark", "last_error"}
 

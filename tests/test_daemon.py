@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +17,6 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,51 +33,13 @@ from harvester.daemon import (Daemon, _cron_day_of_week, daemon_info, daemon_pid
 from harvester.harvest import HarvestRequest
 from harvester.store import Store
 from tests.conftest_index import PANET_OWL
+from tests.helpers import REPO, daemon_config, refused_url, runs, wait_for
 from tests.oaiserver import OAIServer, Slow
 from tests.recordgen import make_records
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 # -- helpers --------------------------------------------------------------------
-
-def write_config(tmp_path: Path, sources: dict[str, dict[str, Any]], *, schedule: str = "every 2s",
-                 stop_timeout: float = 5, name: str = "config.toml", top: dict[str, Any] | None = None) -> Path:
-    """Only these sources (the built-in registry disabled: no test reaches the internet),
-    test-speed HTTP, no jitter; `top`: more top-level settings."""
-    lines = [f"{key} = {json.dumps(value)}" for key, value in (top or {}).items()]
-    lines += [f'default_schedule = "{schedule}"', 'contact = "tests@pan-harvester.invalid"',
-             "[http]", "delay = 0", "retries = 0", "connect_timeout = 2", "read_timeout = 60",
-             "[daemon]", "jitter = 0", "max_concurrent = 4", f"stop_timeout = {stop_timeout}"]
-    for builtin in load_settings(environ={}).sources:
-        if builtin not in sources:
-            lines += [f"[sources.{builtin}]", "enabled = false"]
-    for source, entry in sources.items():
-        lines.append(f"[sources.{source}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in entry.items()]
-    path = tmp_path / name
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def refused_url() -> str:
-    """A loopback URL nothing listens on: connections are refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/oai"
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
-
 
 def cli(cfg: Path, data: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "harvester", "--config", str(cfg), "--data-dir", str(data),
@@ -175,11 +135,6 @@ def stored_ids(data: Path, source: str) -> list[str]:
         return [r.identifier for r in store.iter_records(source)]
 
 
-def runs(data: Path, source: str) -> list[dict[str, Any]]:
-    with Store(data / "harvester.sqlite") as store:
-        return sorted(store.runs(source, limit=1000), key=lambda r: r["id"])
-
-
 def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
@@ -194,7 +149,7 @@ def test_daemon_schedules_reharvests_stops_mid_page_and_resumes(tmp_path, daemon
     try:
         alpha.faults.append(Slow(0.4, times=None))  # a harvest of alpha takes ~2.5 s
         gamma.faults.append(Slow(0.5, times=None))  # ~12 s: still running when SIGTERM comes
-        cfg = write_config(tmp_path, {"alpha": {"url": alpha.url}, "beta": {"url": beta.url},
+        cfg = daemon_config(tmp_path, {"alpha": {"url": alpha.url}, "beta": {"url": beta.url},
                                       "gamma": {"url": gamma.url}, "down": {"url": refused_url()}})
         data = tmp_path / "data"
         first = daemons(cfg, data, "alpha", "beta", "gamma", "down", log=tmp_path / "daemon1.log")
@@ -302,7 +257,7 @@ def test_daemon_schedules_reharvests_stops_mid_page_and_resumes(tmp_path, daemon
 def test_stop_abandons_a_page_stuck_on_a_slow_server_and_sighup_reloads(tmp_path, daemons):
     with OAIServer(make_records(30, seed=4), page_size=10) as server:
         server.faults.append(Slow(30, page=2))  # page 2 hangs far longer than stop_timeout
-        cfg = write_config(tmp_path, {"lab": {"url": server.url}}, schedule="every 1h", stop_timeout=1)
+        cfg = daemon_config(tmp_path, {"lab": {"url": server.url}}, schedule="every 1h", stop_timeout=1)
         data = tmp_path / "data"
         d = daemons(cfg, data, "lab", log=tmp_path / "daemon.log", env={"PAN_HARVESTER_DAEMON_LOG_FORMAT": "json"})
         wait_for(lambda: len([r for r in list(server.requests) if r.verb == "ListRecords"]) >= 2, 10,
@@ -310,7 +265,7 @@ def test_stop_abandons_a_page_stuck_on_a_slow_server_and_sighup_reloads(tmp_path
         assert d.state()["lab"]["schedule"] == "every 1h"
 
         # SIGHUP: the configuration is read again and the source rescheduled.
-        write_config(tmp_path, {"lab": {"url": server.url, "schedule": "every 2h"}}, schedule="every 1h",
+        daemon_config(tmp_path, {"lab": {"url": server.url, "schedule": "every 2h"}}, schedule="every 1h",
                      stop_timeout=1)
         d.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: d.state()["lab"]["schedule"] == "every 2h", 5, "the reload")
@@ -340,7 +295,7 @@ def test_stop_abandons_a_page_stuck_on_a_slow_server_and_sighup_reloads(tmp_path
 
 def test_reharvest_without_daemon_runs_here_and_full_finds_vanished_records(tmp_path):
     with OAIServer(make_records(30, seed=5), page_size=10, deleted_record="no") as server:
-        cfg = write_config(tmp_path, {"lab": {"url": server.url}})
+        cfg = daemon_config(tmp_path, {"lab": {"url": server.url}})
         data = tmp_path / "data"
         first = cli(cfg, data, "reharvest", "lab")
         assert first.returncode == 0, first.stdout + first.stderr
@@ -366,7 +321,7 @@ def test_index_failure_never_stops_the_daemon(tmp_path):
     from harvester.index.sync import sync_after_harvest
 
     with OAIServer(make_records(20, seed=6), page_size=10) as server:
-        cfg = write_config(tmp_path, {"lab": {"url": server.url}}, schedule="every 1s",
+        cfg = daemon_config(tmp_path, {"lab": {"url": server.url}}, schedule="every 1s",
                            top={"es_url": refused_url().removesuffix("/oai"), "ontology": str(PANET_OWL)})
         app = AppContext(str(cfg), {"data_dir": tmp_path / "data"})
         settings = app.settings
@@ -392,7 +347,7 @@ def test_index_failure_never_stops_the_daemon(tmp_path):
 
 
 def test_a_broken_configuration_on_reload_keeps_the_running_one(tmp_path):
-    cfg = write_config(tmp_path, {"lab": {"url": "http://127.0.0.1:9/oai", "schedule": "0 0 1 1 *"}})
+    cfg = daemon_config(tmp_path, {"lab": {"url": "http://127.0.0.1:9/oai", "schedule": "0 0 1 1 *"}})
     overrides = {"data_dir": tmp_path / "data"}
     daemon = Daemon(lambda: load_settings(cfg, environ={}, overrides=overrides), ["lab"], listen="",
                     poll_interval=0.05)
@@ -404,7 +359,7 @@ def test_a_broken_configuration_on_reload_keeps_the_running_one(tmp_path):
         daemon.request_reload()
         time.sleep(0.3)
         assert thread.is_alive() and daemon.settings.sources["lab"].schedule == "0 0 1 1 *"
-        write_config(tmp_path, {"lab": {"url": "http://127.0.0.1:9/oai", "schedule": "every 7h"}})
+        daemon_config(tmp_path, {"lab": {"url": "http://127.0.0.1:9/oai", "schedule": "every 7h"}})
         daemon.request_reload()
         wait_for(lambda: read_daemon_state(tmp_path / "data")["lab"]["schedule"] == "every 7h", 5, "the reload")
     finally:
@@ -413,7 +368,7 @@ def test_a_broken_configuration_on_reload_keeps_the_running_one(tmp_path):
 
 
 def test_one_daemon_per_data_directory(tmp_path):
-    settings = load_settings(write_config(tmp_path, {"lab": {"url": "http://127.0.0.1:9/oai",
+    settings = load_settings(daemon_config(tmp_path, {"lab": {"url": "http://127.0.0.1:9/oai",
                                                              "schedule": "0 0 1 1 *"}}),
                              environ={}, overrides={"data_dir": tmp_path / "data"})
     first = Daemon(lambda: settings, ["lab"], listen="")

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from harvester.config import load_settings
 from harvester.harvest import Harvester, HarvestRequest
 from harvester.locks import source_lock
 from harvester.store import Store
+from tests.helpers import REPO, harvest, settings_for
 from tests.oaiserver import (
     DAY,
     BrokenPage,
@@ -40,32 +40,6 @@ from tests.oaiserver import (
 )
 from tests.recordgen import make_records, sample_records
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def settings_for(tmp_path: Path, sources: dict[str, dict], **extra):
-    """Settings with test-speed HTTP (no politeness delay, tiny backoff) and only these sources."""
-    lines = ["contact = \"tests@pan-harvester.invalid\"", "[http]", "delay = 0", "backoff = 0.01",
-             "retries = 4", "connect_timeout = 2", "read_timeout = 10"]
-    for key, value in extra.items():
-        lines.insert(0, f"{key} = {value!r}")
-    for name in load_settings(environ={}).sources:
-        lines += [f"[sources.{name}]", "enabled = false"]
-    for name, entry in sources.items():
-        lines.append(f"[sources.{name}]")
-        lines += [f"{k} = {v!r}".replace("'", '"') if not isinstance(v, bool) else f"{k} = {str(v).lower()}"
-                  for k, v in entry.items()]
-    cfg = tmp_path / "config.toml"
-    cfg.write_text("\n".join(lines) + "\n")
-    return load_settings(cfg, environ={}, overrides={"data_dir": tmp_path / "data"}), cfg
-
-
-def harvest(settings, name="lab", request=HarvestRequest()):
-    harvester = Harvester(settings)
-    try:
-        return harvester.harvest_source(settings.sources[name], request)
-    finally:
-        harvester.http.close()
 
 
 def stored(settings, name="lab", include_deleted=False):
@@ -415,10 +389,10 @@ def test_sigkill_halfway_then_resume(tmp_path, server):
     settings, cfg = settings_for(tmp_path, {"lab": {"url": server.url}})
     cmd = [sys.executable, "-m", "harvester", "--config", str(cfg), "--data-dir", str(settings.data_dir),
            "harvest", "lab", "--no-index"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     log = tmp_path / "first-run.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while _pages_committed(settings.db_path) < 5 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
@@ -429,7 +403,7 @@ def test_sigkill_halfway_then_resume(tmp_path, server):
     assert 0 < halfway < len(server.records)
     server.faults.clear()
     before = len(server.requests)
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     got = stored(settings)
     assert set(got) == live_ids(server) and len(got) == len(server.records)

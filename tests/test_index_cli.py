@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from harvester.cli import AppContext, main
 from harvester.index.sync import sync_after_harvest
 from harvester.store import Store
 from tests.conftest_index import CORPUS, PANET_OWL, fill, unique_alias
+from tests.helpers import closed_port, write_config
 from tests.oaiserver import OAIServer
 from tests.recordgen import make_records
 
@@ -44,12 +44,6 @@ def filled(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     with Store(tmp_path / "data" / "harvester.sqlite") as store:
         fill(store)
     return env
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_every_command_has_help() -> None:
@@ -145,18 +139,9 @@ def test_after_a_harvest_an_unreachable_index_is_a_warning_not_a_failure(filled:
     assert note["ok"] is True and note["indexed"] == len(CORPUS)
 
 
-def _config(tmp_path: Path, server: OAIServer, **settings: str) -> Path:
-    from harvester.config import load_settings
-
-    lines = [f'{k} = "{v}"' for k, v in settings.items()]
-    lines += ['contact = "tests@pan-harvester.invalid"', "[http]", "delay = 0", "backoff = 0.01"]
-    for name in load_settings(environ={}).sources:
-        if name != "esrf":
-            lines += [f"[sources.{name}]", "enabled = false"]
-    lines += ["[sources.esrf]", f'url = "{server.url}"', "enabled = true", 'facility = "ESRF"']
-    path = tmp_path / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def esrf_config(tmp_path: Path, server: OAIServer, **settings: str) -> Path:
+    """Only the registry's esrf source, served by `server`; `settings` at the top level."""
+    return write_config(tmp_path, {"esrf": {"url": server.url, "enabled": True, "facility": "ESRF"}}, top=settings)
 
 
 @pytest.mark.parametrize("backend", ["embedded", pytest.param("elasticsearch", marks=pytest.mark.elasticsearch)])
@@ -167,7 +152,7 @@ def test_harvest_index_search_stats(backend: str, env: dict[str, str], tmp_path:
     if backend == "elasticsearch":
         settings["es_url"] = request.getfixturevalue("es_url")
     with OAIServer(records, page_size=50) as server:
-        config = _config(tmp_path, server, **settings)
+        config = esrf_config(tmp_path, server, **settings)
         out = run(env, "--config", str(config), "harvest", "esrf").output
         assert "indexed" in out
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 from typing import Any
 
 import pytest
@@ -19,15 +18,10 @@ from harvester.index.sync import rebuild, sync
 from harvester.store import Store
 from tests.conftest_index import (CORPUS, FACILITIES, Dataset, es_port, es_script, fill, oai_record,
                                   unique_alias)
+from tests.helpers import closed_port
 from tests.recordgen import make_records
 
 pytestmark = pytest.mark.elasticsearch
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _sync(store: Store, backend: Any, panet: Any, tagger: Any, **kw: Any):

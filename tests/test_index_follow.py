@@ -22,7 +22,7 @@ from harvester.store import IncomingRecord, Store
 from tests.conftest_index import FACILITIES, PANET_OWL, oai_record, unique_alias
 from tests.oaiserver import OAIServer
 from tests.recordgen import make_records
-from tests.test_index_cli import _config
+from tests.test_index_cli import esrf_config
 
 
 def _fill(store: Store, n: int, *, seed: int = 5, deleted_every: int = 0, bad_at: int | None = None) -> None:
@@ -262,7 +262,7 @@ def test_harvest_with_the_index_following_it(backend: str, env: dict[str, str], 
         settings["es_url"] = request.getfixturevalue("es_url")
     try:
         with OAIServer(records, page_size=50) as server:
-            result = _harvest(env, _config(tmp_path, server, **settings))
+            result = _harvest(env, esrf_config(tmp_path, server, **settings))
         assert "index follower started" in result.stderr
         note = json.loads(result.stdout)["index"]
         live = [r for r in records if not r.deleted]
@@ -288,7 +288,7 @@ def test_elasticsearch_down_the_follower_gives_way_and_the_harvest_says_how_far_
         port = s.getsockname()[1]
     records = make_records(120, seed=4)
     with OAIServer(records, page_size=40) as server:
-        result = _harvest(env, _config(tmp_path, server, es_url=f"http://127.0.0.1:{port}",
+        result = _harvest(env, esrf_config(tmp_path, server, es_url=f"http://127.0.0.1:{port}",
                                        index_alias=unique_alias()))
     assert "index follower started" in result.stderr
     note = json.loads(result.stdout)["index"]

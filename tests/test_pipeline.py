@@ -15,9 +15,9 @@ from harvester.ontology import load_ontology
 from harvester.pipeline import to_document
 from harvester.store import Store
 from harvester.techniques import Tagger
+from tests.helpers import harvest, settings_for
 from tests.oaiserver import OAIServer
 from tests.recordgen import make_records, sample_records
-from tests.test_harvest import harvest, settings_for
 
 PANET = Path(__file__).resolve().parents[1].parent / "shared" / "ontology" / "PaNET.owl"
 

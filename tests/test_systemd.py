@@ -24,7 +24,7 @@ from harvester.daemon import daemon_info
 from harvester.harvest import HarvestRequest
 from tests.oaiserver import OAIServer
 from tests.recordgen import make_records
-from tests.test_daemon import REPO, refused_url, runs, wait_for, write_config
+from tests.helpers import REPO, daemon_config, refused_url, runs, wait_for
 
 UNIT = REPO / "systemd" / "pan-harvester.service"
 EXEC = "/opt/pan-harvester/bin/pan-harvester"
@@ -183,7 +183,7 @@ def test_watchdog_interval_is_half_of_watchdog_sec():
 
 def test_daemon_notifies_ready_watchdog_and_stopping(tmp_path, notify_socket):
     path, sock = notify_socket
-    cfg = write_config(tmp_path, {"lab": {"url": "http://127.0.0.1:9/oai", "schedule": "0 0 1 1 *"}})
+    cfg = daemon_config(tmp_path, {"lab": {"url": "http://127.0.0.1:9/oai", "schedule": "0 0 1 1 *"}})
     proc = subprocess.Popen(
         [sys.executable, "-m", "harvester", "--config", str(cfg), "--data-dir", str(tmp_path / "data"),
          "run", "lab", "--http", ""],
@@ -250,7 +250,7 @@ def test_daemon_stays_inside_the_units_sandbox(tmp_path):
     trace = tmp_path / "trace"
     data = tmp_path / "data"
     with OAIServer(make_records(40, seed=8), page_size=10) as server:
-        cfg = write_config(tmp_path, {"lab": {"url": server.url}, "down": {"url": refused_url()}},
+        cfg = daemon_config(tmp_path, {"lab": {"url": server.url}, "down": {"url": refused_url()}},
                            schedule="every 1s")
         proc = subprocess.Popen(
             [strace, "-f", "-qq", "-o", str(trace), sys.executable, "-m", "harvester", "--config", str(cfg),
