@@ -29,7 +29,6 @@ from harvester.safexml import parse_xml
 OAI_NS = "{http://www.openarchives.org/OAI/2.0/}"
 
 
-
 # Control characters XML 1.0 forbids (all but tab, LF, CR), raw or as character
 # references, and the non-characters U+FFFE/U+FFFF (UTF-8 EF BF BE/BF).
 _ILLEGAL_RAW = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|\xef\xbf[\xbe\xbf]")

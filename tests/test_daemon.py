@@ -38,7 +38,6 @@ from tests.oaiserver import OAIServer, Slow
 from tests.recordgen import make_records
 
 
-
 # -- helpers --------------------------------------------------------------------
 
 def cli(cfg: Path, data: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -41,7 +41,6 @@ from tests.oaiserver import (
 from tests.recordgen import make_records, sample_records
 
 
-
 def stored(settings, name="lab", include_deleted=False):
     with Store(settings.db_path) as store:
         return {r.identifier: r for r in store.iter_records(name, include_deleted=include_deleted)}

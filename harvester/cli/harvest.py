@@ -18,8 +18,6 @@ from harvester.index.sync import sync_after_harvest
 from harvester.locks import holder
 from harvester.store import Store
 
-# Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns.
-
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON.")

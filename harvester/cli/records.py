@@ -12,7 +12,6 @@ from harvester.errors import HarvesterError, OntologyError, RecordError
 from harvester.pipeline import to_document
 
 
-
 @click.command()
 @click.argument("source")
 @click.argument("identifier")
