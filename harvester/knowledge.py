@@ -37,6 +37,7 @@ class _Knowledge:
     subject_only: frozenset[str]
     never: frozenset[str]
     not_used_after: dict[str, int]  # cue phrase -> how many words may stand between it and the name
+    not_used_before: dict[str, int]  # cue phrase -> how many words may stand between the name and it
     not_used_in_sentence: list[str]  # cue words that make a whole sentence background
     needs_context: list[str]  # PaNET ids of generic techniques, tagged only in a beam context
     probes: dict[str, str]
@@ -94,8 +95,10 @@ def load_knowledge(directory: Path) -> _Knowledge:
                                     f"table {parent!r} in instruments.toml")
             instruments[key], names[key] = instruments[parent], names[parent]
     cues = stop.get("not_used_after", {})
-    if not all(isinstance(v, int) and v >= 0 for v in cues.values()):
-        raise OntologyError(f"stoplist.toml [not_used_after]: expected phrase = number of words, got {cues!r}")
+    after_cues = stop.get("not_used_before", {})
+    for table, values in (("not_used_after", cues), ("not_used_before", after_cues)):
+        if not all(isinstance(v, int) and v >= 0 for v in values.values()):
+            raise OntologyError(f"stoplist.toml [{table}]: expected phrase = number of words, got {values!r}")
     return _Knowledge(
         synonyms={p: _ids(v, f"synonyms.toml {p!r}") for p, v in syn.get("phrases", {}).items()},
         spelling={k: tuple(v.split()) for k, v in syn.get("spelling", {}).items()},
@@ -106,6 +109,7 @@ def load_knowledge(directory: Path) -> _Knowledge:
         subject_only=frozenset(norm_name(n) for n in stop.get("text_only_as_subject", [])),
         never=frozenset(norm_name(n) for n in stop.get("never", [])),
         not_used_after=dict(cues),
+        not_used_before=dict(after_cues),
         not_used_in_sentence=list(stop.get("not_used_in_sentence", [])),
         needs_context=_ids(stop.get("needs_context", []), "stoplist.toml needs_context"),
         probes=dict(fac.get("probes", {})),

@@ -214,8 +214,16 @@ class Tagger:
             if cue:
                 anchor = max(range(len(cue)), key=lambda i: len(cue[i]))
                 self._cues.setdefault(cue[anchor], []).append((cue, anchor, window))
+        # and cue phrases after the name ("X-ray imaging is not suitable")
+        self._after_cues: dict[str, list[tuple[tuple[str, ...], int, int]]] = {}
+        for phrase, window in k.not_used_before.items():
+            cue = tuple(_Text(phrase).lower)
+            if cue:
+                anchor = max(range(len(cue)), key=lambda i: len(cue[i]))
+                self._after_cues.setdefault(cue[anchor], []).append((cue, anchor, window))
         self._cue_words = frozenset(self._cues)
-        self._cue_words_cased = _cased(self._cues)
+        self._after_cue_words = frozenset(self._after_cues)
+        self._cue_words_cased = _cased(self._cues.keys() | self._after_cues.keys())
         background = sorted(k.not_used_in_sentence, key=len, reverse=True)
         # a cue's longest word, as running text writes it: a cheap first test for the regex
         self._background_words = _cased(max(_Text(c).lower, key=len) for c in background if _Text(c).tokens)
@@ -449,7 +457,8 @@ class Tagger:
         return kept
 
     def _drop_compared(self, low: list[str], matches: list[_Match]) -> list[_Match]:
-        """Drop names that follow "compared to", "unlike", "instead of"... in the same clause.
+        """Drop names that follow "compared to", "unlike", "instead of"... in the same
+        clause, or come just before "is not suitable", "will be available"...
 
         "Unlike NMR or neutron scattering, muons ...": the record compares with
         neutron scattering, it did not use it. The name must start within the
@@ -466,6 +475,8 @@ class Tagger:
                     if i < 0 or tuple(low[i:i + len(cue)]) != cue:
                         continue
                     j, limit = i + len(cue), i + len(cue) + window
+                    if j < len(low) and low[j][:1].isdigit():
+                        continue  # a quantity, not a technique: "more than 20 SAXS frames"
                     while j < len(low) and j <= limit and low[j] not in _BREAKS:
                         m = starts.get(j)
                         if m is not None:
@@ -475,13 +486,38 @@ class Tagger:
                             # not ("instead of SAXS we used SANS")
                             limit = m[2] + 2 if low[j + 1:j + 2] and low[j + 1] in _CONNECTORS else m[2]
                         j += 1
+        # Cues after the name: "X-ray imaging is not suitable because", "with neutron
+        # scattering is extremely difficult". A list before it goes too.
+        if self._after_cue_words and not self._after_cue_words.isdisjoint(low):
+            ends = {m[2]: m for m in matches}
+            for word in self._after_cue_words.intersection(low):
+                for at in _indices(low, word):
+                    for cue, anchor, window in self._after_cues[word]:
+                        i = at - anchor
+                        if i < 0 or tuple(low[i:i + len(cue)]) != cue:
+                            continue
+                        j, lowest = i - 1, i - 1 - window
+                        while j >= 0 and j >= lowest and low[j] not in _BREAKS:
+                            m = ends.get(j)
+                            if m is not None:
+                                dropped.add(m[1])
+                                j = m[1]
+                                if j >= 2 and low[j - 1] in _CONNECTORS:
+                                    lowest = j - 2
+                            j -= 1
         # The acronym a dropped name defines goes with it: "compared to small-angle X-ray
         # scattering (SAXS)" (a one-token name between two punctuation tokens).
+        # Used again later ("... than inelastic neutron scattering (INS); ... resemble INS
+        # data"), it still names the compared technique.
+        acronyms: set[str] = set()
         for j in list(dropped):
             after = starts[j][2] + 2
             m = starts.get(after)
             if m is not None and m[1] == m[2] and low[after - 1] == _PUNCT and low[after + 1:after + 2] in ([], [_PUNCT]):
                 dropped.add(after)
+                acronyms.add(low[after])
+        if acronyms:
+            dropped.update(m[1] for m in matches if m[1] == m[2] and low[m[1]] in acronyms)
         return [m for m in matches if m[1] not in dropped] if dropped else matches
 
     def _found(self, doc: _Text, matches: list[_Match]) -> list[tuple[tuple[str, ...], str, int]]:

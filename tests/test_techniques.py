@@ -199,6 +199,36 @@ def test_a_name_ending_a_longer_one_said_before_refers_back_to_it(tagger):
     assert "x-ray diffraction" in labels(tags)
 
 
+CUES_AFTER_BATCH_7 = [
+    # set against the record's method with "than"; the acronym stays the compared one
+    ("RIXS has been harder to interpret than inelastic neutron scattering (INS); the RIXS magnon "
+     "intensities closely resemble INS data.", ["resonant inelastic x-ray scattering"]),
+    # ... but a number after "than" is a quantity
+    ("More than 20 SAXS frames were averaged.", ["small angle x-ray scattering"]),
+    # cues after the name
+    ("X-ray imaging is not suitable because hydrogen is nearly invisible; neutron radiography shows "
+     "the water.", ["neutron transmission radiography"]),
+    ("Studying magnons in iridates with neutron scattering is extremely difficult, so RIXS supplies them.",
+     ["resonant inelastic x-ray scattering"]),
+    ("The beamline is built for XES; XANES and resonant XAS techniques will be available later.",
+     ["x-ray emission spectroscopy"]),
+    ("Ptychography of a cathode, with prospects for XANES imaging.", ["ptychography"]),
+    # electron methods and geophysics that share a name's words
+    ("Off-axis electron holography of magnetite grains", []),
+    ("Computerized ionospheric tomography from GPS, with EUV and x-ray radiation as the source of "
+     "ionisation", []),
+    # X-ray fluorescence microscopy at a synchrotron is scanning XRF; bare "fluorescence
+    # microscopy" in running text is mostly the optical one
+    ("X-ray fluorescence microscopy of hyperaccumulator leaves", ["scanning x-ray fluorescence"]),
+    ("GISANS, as well as fluorescence microscopy of the colloids", ["grazing incidence small angle neutron scattering"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CUES_AFTER_BATCH_7)
+def test_cues_after_batch_7(tagger, text, expected):
+    assert sorted(labels(tagger.tag(summary=text))) == sorted(expected)
+
+
 VOCABULARY_AFTER_BATCH_6 = [
     ("Specular neutron reflection from adsorbed casein", ["neutron reflectometry"]),
     ("coherent X-ray diffractive imaging (CXDI) of gold colloids", ["coherent diffraction imaging"]),
@@ -642,15 +672,16 @@ def test_evaluation_set_figures(tagger):
     from harvester.cli.techniques import record_arguments
 
     entries = load_entries()
-    batches = {b: [e for e in entries if e.get("batch", 1) == b] for b in (1, 2, 3, 4, 5, 6)}
-    assert [len(batches[b]) >= n for b, n in ((1, 100), (2, 60), (3, 80), (4, 70), (5, 60), (6, 70))] == [True] * 6
-    assert sum(1 for e in entries if not e["gold"]) >= 99
+    batches = {b: [e for e in entries if e.get("batch", 1) == b] for b in (1, 2, 3, 4, 5, 6, 7)}
+    assert [len(batches[b]) >= n for b, n in ((1, 100), (2, 60), (3, 80), (4, 70), (5, 60), (6, 70), (7, 68))
+            ] == [True] * 7
+    assert sum(1 for e in entries if not e["gold"]) >= 113
     assert len({e["id"] for e in entries}) == len(entries)
     assert all(e["source"] and e["basis"] and all(tagger.ontology.technique(g) for g in e["gold"]) for e in entries)
     # floors a little under today's figures per batch (tests/data/README.md has them):
-    # batch 1 holds the issue's goal; batches 3 to 6, held out, are the honest estimate
-    floors = ((1, 0.95, 0.85, 0.85), (2, 0.94, 0.83, 0.83), (3, 0.88, 0.68, 0.64), (4, 0.87, 0.63, 0.50),
-              (5, 0.81, 0.72, 0.71), (6, 0.81, 0.76, 0.66))
+    # batch 1 holds the issue's goal; batches 3 to 7, held out, are the honest estimate
+    floors = ((1, 0.95, 0.85, 0.85), (2, 0.94, 0.85, 0.83), (3, 0.90, 0.69, 0.65), (4, 0.89, 0.66, 0.51),
+              (5, 0.81, 0.72, 0.71), (6, 0.84, 0.78, 0.66), (7, 0.80, 0.74, 0.63))
     for batch, precision, recall, strong_recall in floors:
         for weak in (True, False):
             result = evaluate(tagger, batches[batch], weak=weak)
@@ -659,12 +690,14 @@ def test_evaluation_set_figures(tagger):
     tagged = [e["id"] for e in entries if not e["gold"] and tagger.tag(**record_arguments(e))]
     # the known ones: texts about a technique without a measurement (simulations, computed
     # or synthetic data, a design report), seismic "coherent diffraction imaging", muon
-    # radiography of a volcano that cites X-ray CT, and EBSD set against X-ray diffraction
+    # radiography of a volcano that cites X-ray CT, EBSD set against X-ray diffraction, and
+    # undulator engineering at EuXFEL (the facility's probe)
     assert set(tagged) <= {"neg-muon-magnets-simulation", "neg-qensmodels-reference-data",
                            "neg-ess-odin-mcstas-bragg-edge-simulation", "neg-materialsproject-computed-xas",
                            "neg-hf-cod-synthetic-xrd-patterns", "neg-iospress-highness-cdr",
                            "neg-copernicus-se-11-1891-seismic-cdi", "neg-pmc5577107-bcdi-guided-phasing-simulations",
-                           "neg-copernicus-gi-7-307-muon-radiography-fbp", "neg-ebsd-beginners-texture-analysis"}, tagged
+                           "neg-copernicus-gi-7-307-muon-radiography-fbp", "neg-ebsd-beginners-texture-analysis",
+                           "neg-iucr-wz5037-scu-hall-probe-correction"}, tagged
 
 
 def test_the_tagger_beats_a_plain_keyword_matcher_on_every_batch(tagger):
