@@ -28,6 +28,7 @@ _TOKEN = re.compile(r"[^\W_]+|[./&\x00]")  # after _STOPS has turned stop charac
 _PUNCT = "."
 _BREAKS = frozenset((_PUNCT, _FIELD_SEP))
 _BREAK = "\x00"
+_CONNECTORS = frozenset({"and", "or", "/", "&"})  # join names: "neutron and X-ray diffraction"
 _SEP = "\x01"  # joins tokens for one lower() call; no token holds it
 _END = ""  # trie slot of a name's entry; no key is empty
 

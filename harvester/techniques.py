@@ -69,6 +69,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from harvester.cues import Cues
 from harvester.document import Document, Subject, TechniqueTag
 from harvester.knowledge import _instrument_key, default_knowledge_dir, load_knowledge
 from harvester.ontology import (  # re-exported: callers may import everything from here
@@ -83,6 +84,7 @@ from harvester.ontology import (  # re-exported: callers may import everything f
 from harvester.phrases import (
     _BREAK,
     _BREAKS,
+    _CONNECTORS,
     _END,
     _FIELD_SEP,
     _PUNCT,
@@ -100,8 +102,6 @@ __all__ = ["DEFAULT_URL", "Ontology", "Tagger", "Technique", "default_ontology",
            "default_knowledge_dir", "load_ontology"]
 
 STRENGTH = {"iri": 0, "subject": 1, "text": 2, "instrument": 3, "facility": 4}
-_CONNECTORS = frozenset({"and", "or", "/", "&"})
-_SENTENCE_END = re.compile(r"[.;!?](?=\s|$)|\x00")  # for background cues
 # A photon, neutron or muon context: a probe, a source or a beamline named in the text.
 # A generic name ("tomography", "reflectometry", "powder diffraction") is a PaN
 # technique only in such a record: upper-mantle tomography, time-domain reflectometry
@@ -206,30 +206,7 @@ class Tagger:
             table.finish(k.spelling, k.fillers)
         words = {t.lower() for key in self._text.table for t in key}
         self._name_words = frozenset(words | {w for w, spelled in k.spelling.items() if set(spelled) <= words})
-        # cue phrases by their longest word ("in contrast to" -> "contrast"): rare words
-        # make a cheap first test
-        self._cues: dict[str, list[tuple[tuple[str, ...], int, int]]] = {}  # word -> (cue, its index, window)
-        for phrase, window in k.not_used_after.items():
-            cue = tuple(_Text(phrase).lower)
-            if cue:
-                anchor = max(range(len(cue)), key=lambda i: len(cue[i]))
-                self._cues.setdefault(cue[anchor], []).append((cue, anchor, window))
-        # and cue phrases after the name ("X-ray imaging is not suitable")
-        self._after_cues: dict[str, list[tuple[tuple[str, ...], int, int]]] = {}
-        for phrase, window in k.not_used_before.items():
-            cue = tuple(_Text(phrase).lower)
-            if cue:
-                anchor = max(range(len(cue)), key=lambda i: len(cue[i]))
-                self._after_cues.setdefault(cue[anchor], []).append((cue, anchor, window))
-        self._cue_words = frozenset(self._cues)
-        self._after_cue_words = frozenset(self._after_cues)
-        self._cue_words_cased = _cased(self._cues.keys() | self._after_cues.keys())
-        background = sorted(k.not_used_in_sentence, key=len, reverse=True)
-        # a cue's longest word, as running text writes it: a cheap first test for the regex
-        self._background_words = _cased(max(_Text(c).lower, key=len) for c in background if _Text(c).tokens)
-        self._background = re.compile(
-            r"(?<!\w)(?:" + "|".join(re.escape(c).replace(r"\ ", r"\s+") for c in background) + r")(?!\w)",
-            re.IGNORECASE) if background else None
+        self._cues = Cues(k.not_used_after, k.not_used_before, k.not_used_in_sentence)
 
         self._needs_context = frozenset(self._iris(k.needs_context))
         self._probes, self._refine = self._probe_refinements(ontology, k.probes)
@@ -399,8 +376,8 @@ class Tagger:
                 done = last + 1
         if coordinate and matches and not _CONNECTORS_CASED.isdisjoint(doc.tokens):
             matches = self._coordinate(doc, phrases, matches, fold)
-        if cues and matches and not self._cue_words_cased.isdisjoint(doc.tokens):
-            matches = self._drop_compared(doc.lower, matches)
+        if cues and matches and not self._cues.words.isdisjoint(doc.tokens):
+            matches = self._cues.drop(doc.lower, matches)
         return matches
 
     def _coordinate(self, doc: _Text, phrases: _Phrases, matches: list[_Match], fold: bool) -> list[_Match]:
@@ -456,70 +433,6 @@ class Tagger:
         kept.sort(key=lambda m: m[3])
         return kept
 
-    def _drop_compared(self, low: list[str], matches: list[_Match]) -> list[_Match]:
-        """Drop names that follow "compared to", "unlike", "instead of"... in the same
-        clause, or come just before "is not suitable", "will be available"...
-
-        "Unlike NMR or neutron scattering, muons ...": the record compares with
-        neutron scattering, it did not use it. The name must start within the
-        cue's window of words, with no punctuation in between; after a dropped
-        name only "and"/"or"/"/" carries the scope on to the next name. A comma
-        ends it ("Unlike SAXS, SANS sees hydrogen": SANS stays).
-        """
-        starts = {m[1]: m for m in matches}
-        dropped: set[int] = set()
-        for word in self._cue_words.intersection(low):
-            for at in _indices(low, word):
-                for cue, anchor, window in self._cues[word]:
-                    i = at - anchor
-                    if i < 0 or tuple(low[i:i + len(cue)]) != cue:
-                        continue
-                    j, limit = i + len(cue), i + len(cue) + window
-                    if j < len(low) and low[j][:1].isdigit():
-                        continue  # a quantity, not a technique: "more than 20 SAXS frames"
-                    while j < len(low) and j <= limit and low[j] not in _BREAKS:
-                        m = starts.get(j)
-                        if m is not None:
-                            dropped.add(j)
-                            j = m[2]
-                            # a list goes on ("unlike NMR or neutron scattering"), a clause does
-                            # not ("instead of SAXS we used SANS")
-                            limit = m[2] + 2 if low[j + 1:j + 2] and low[j + 1] in _CONNECTORS else m[2]
-                        j += 1
-        # Cues after the name: "X-ray imaging is not suitable because", "with neutron
-        # scattering is extremely difficult". A list before it goes too.
-        if self._after_cue_words and not self._after_cue_words.isdisjoint(low):
-            ends = {m[2]: m for m in matches}
-            for word in self._after_cue_words.intersection(low):
-                for at in _indices(low, word):
-                    for cue, anchor, window in self._after_cues[word]:
-                        i = at - anchor
-                        if i < 0 or tuple(low[i:i + len(cue)]) != cue:
-                            continue
-                        j, lowest = i - 1, i - 1 - window
-                        while j >= 0 and j >= lowest and low[j] not in _BREAKS:
-                            m = ends.get(j)
-                            if m is not None:
-                                dropped.add(m[1])
-                                j = m[1]
-                                if j >= 2 and low[j - 1] in _CONNECTORS:
-                                    lowest = j - 2
-                            j -= 1
-        # The acronym a dropped name defines goes with it: "compared to small-angle X-ray
-        # scattering (SAXS)" (a one-token name between two punctuation tokens).
-        # Used again later ("... than inelastic neutron scattering (INS); ... resemble INS
-        # data"), it still names the compared technique.
-        acronyms: set[str] = set()
-        for j in list(dropped):
-            after = starts[j][2] + 2
-            m = starts.get(after)
-            if m is not None and m[1] == m[2] and low[after - 1] == _PUNCT and low[after + 1:after + 2] in ([], [_PUNCT]):
-                dropped.add(after)
-                acronyms.add(low[after])
-        if acronyms:
-            dropped.update(m[1] for m in matches if m[1] == m[2] and low[m[1]] in acronyms)
-        return [m for m in matches if m[1] not in dropped] if dropped else matches
-
     def _found(self, doc: _Text, matches: list[_Match]) -> list[tuple[tuple[str, ...], str, int]]:
         """(iris, matched text, order) of each match: the text as written."""
         return [(iris, doc.text[start:end], order) for iris, start, end, order in self._located(doc, matches)]
@@ -536,19 +449,6 @@ class Tagger:
             out.append((iris, start, end, order))
         return out
 
-    def _background_spans(self, text: str) -> list[tuple[int, int]]:
-        """Sentences holding a background cue ("Conventionally, phonons are measured by
-        INS or by IXS"): what they name is how others do it, not what this record did.
-        A sentence ends at ". ", "; ", "? ", "! " or between title and abstract."""
-        spans = []
-        for cue in self._background.finditer(text):  # type: ignore[union-attr]
-            start = 0
-            for end in _SENTENCE_END.finditer(text, 0, cue.start()):
-                start = end.end()
-            stop = _SENTENCE_END.search(text, cue.end())
-            spans.append((start, stop.start() if stop else len(text)))
-        return spans
-
     def _find(self, phrases: _Phrases, text: str | _Text, *,
               context: bool = False) -> list[tuple[tuple[str, ...], str, int]] | tuple[()]:
         doc = text if isinstance(text, _Text) else _Text(text)
@@ -557,9 +457,7 @@ class Tagger:
         matches = self._scan(doc, phrases, coordinate=context, cues=context)
         if not matches:
             return ()
-        if context and self._background is not None and not self._background_words.isdisjoint(doc.tokens) \
-                and self._background.search(doc.text):
-            spans = self._background_spans(doc.text)
+        if context and (spans := self._cues.background_spans(doc)):
             return [(iris, doc.text[start:end], order) for iris, start, end, order in self._located(doc, matches)
                     if not any(a <= start < b for a, b in spans)]
         return self._found(doc, matches)
