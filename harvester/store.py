@@ -24,11 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+BUSY_TIMEOUT = 60.0  # seconds a connection waits for another's lock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -205,19 +208,40 @@ def _dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
+def open_wal(path: Path | str, *, setup: Callable[[sqlite3.Connection], Any] | None = None
+             ) -> sqlite3.Connection:
+    """A connection in WAL mode with explicit transactions (isolation_level None:
+    a page and its checkpoint commit together or not at all), then `setup`
+    (idempotent: the schema, pragmas).
+
+    Switching a new file to WAL takes an exclusive lock for which SQLite does not
+    always call the busy handler: two harvests starting at once on a new data
+    directory got "database is locked" about once in a hundred. So this waits on
+    its own, as long as the busy timeout would."""
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False)
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    pause = 0.01
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if setup is not None:
+                setup(conn)
+            return conn
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                conn.close()
+                raise
+            time.sleep(pause)
+            pause = min(2 * pause, 0.5)
+
+
 class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), so a
-        # page and its checkpoint commit together or not at all.
-        # timeout: SQLite's busy timeout, how long a writer waits for another's lock.
-        self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=60.0,
-                                    check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
+        self.conn = open_wal(path, setup=lambda conn: conn.executescript(SCHEMA))
 
     def close(self) -> None:
         self.conn.close()

@@ -36,6 +36,7 @@ from harvester.index import (DEFAULT_MAPPING, IndexBackend, WriteResult, check_m
                              load_mapping, new_index_name)
 from harvester.index.actions import COMPLETENESS_FLAGS, Action, hit, text_values
 from harvester.index.query import SearchQuery, SearchResult, sort_buckets
+from harvester.store import open_wal
 
 _REGISTRY = """
 CREATE TABLE IF NOT EXISTS indexes (
@@ -111,6 +112,11 @@ def _fts_query(phrases: list[str]) -> str:
     return " ".join('"' + _glue(p).replace('"', '""') + '"' for p in phrases)
 
 
+def _pragmas(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA cache_size=-65536")
+
+
 class EmbeddedBackend(IndexBackend):
     kind = "embedded"
 
@@ -135,13 +141,7 @@ class EmbeddedBackend(IndexBackend):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=60.0,
-                                       check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA busy_timeout=60000")
-                conn.execute("PRAGMA temp_store=MEMORY")
-                conn.execute("PRAGMA cache_size=-65536")
+                conn = open_wal(self.path, setup=_pragmas)
             except sqlite3.Error as exc:
                 raise IndexError_(f"cannot open the embedded index {self.path}: {exc}") from exc
             self._local.conn = conn
