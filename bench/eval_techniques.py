@@ -106,20 +106,20 @@ def main() -> None:
     if args.batch is not None:
         entries = [e for e in entries if e.get("batch", 1) == args.batch]
     tagger = Tagger(load_ontology(args.ontology))
-    batches = sorted({e.get("batch", 1) for e in entries})
+    peer = None if args.json else LabelMatcher(tagger.ontology)
     rows = {"all": evaluate(tagger, entries), "all, strong tags only": evaluate(tagger, entries, weak=False)}
-    for b in batches:
+    peer_rows = {"all": evaluate(peer, entries)} if peer else {}
+    for b in sorted({e.get("batch", 1) for e in entries}):
         part = [e for e in entries if e.get("batch", 1) == b]
-        rows[BATCH_NAMES.get(b, f"batch {b}")] = evaluate(tagger, part)
-        rows[f"{BATCH_NAMES.get(b, f'batch {b}')}, strong only"] = evaluate(tagger, part, weak=False)
+        name = BATCH_NAMES.get(b, f"batch {b}")
+        rows[name] = evaluate(tagger, part)
+        rows[f"{name}, strong only"] = evaluate(tagger, part, weak=False)
+        if peer:
+            peer_rows[name] = evaluate(peer, part)
     if args.json:
         print(json.dumps({name: {k: v for k, v in r.items() if k != "errors"} for name, r in rows.items()},
                          indent=2))
         return
-    peer = LabelMatcher(tagger.ontology)
-    peer_rows = {"all": evaluate(peer, entries)}
-    for b in batches:
-        peer_rows[BATCH_NAMES.get(b, f"batch {b}")] = evaluate(peer, [e for e in entries if e.get("batch", 1) == b])
     print(f"PaNET {tagger.ontology.version}; peer: PaNET labels matched as keywords (bench/peer_matcher.py)")
     for name, r in rows.items():
         print(_line(name, r, peer_rows.get(name)))

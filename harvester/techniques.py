@@ -106,15 +106,17 @@ STRENGTH = {"iri": 0, "subject": 1, "text": 2, "instrument": 3, "facility": 4}
 # A generic name ("tomography", "reflectometry", "powder diffraction") is a PaN
 # technique only in such a record: upper-mantle tomography, time-domain reflectometry
 # in soil and NMR crystallography are not.
+_XRAYS = r"(?<![a-z])x[\s-]?rays?(?![a-z])"
+_NEUTRONS = r"\bneutrons?\b"
 _BEAM_CONTEXT = re.compile(
-    r"(?<![a-z])x[\s-]?rays?(?![a-z])|\b(?:neutrons?|muons?|µsr|μsr|musr|synchrotrons?|beam[\s-]?lines?|beam[\s-]?times?"
+    _XRAYS + r"|\b(?:neutrons?|muons?|µsr|μsr|musr|synchrotrons?|beam[\s-]?lines?|beam[\s-]?times?"
     r"|xfels?|free[\s-]electron[\s-]lasers?|spallation|light[\s-]sources?|undulators?|photon[\s-]sources?)\b",
     re.IGNORECASE)
 # The probes a generic name is read with ("tomography" in a record that speaks only of
 # X-rays is x-ray tomography): the key in facilities.toml [probes], and how text names it.
 _PROBE_WORDS = {
-    "x-ray": re.compile(r"(?<![a-z])x[\s-]?rays?(?![a-z])", re.IGNORECASE),
-    "neutron": re.compile(r"\bneutrons?\b", re.IGNORECASE),
+    "x-ray": re.compile(_XRAYS, re.IGNORECASE),
+    "neutron": re.compile(_NEUTRONS, re.IGNORECASE),
 }
 _CONNECTORS_CASED = _cased(_CONNECTORS)
 _UMBRELLA = 10  # descendants that make a technique an umbrella ("neutron diffraction": 10, "SAXS": 9)

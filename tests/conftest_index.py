@@ -91,6 +91,15 @@ def unique_alias(prefix: str = "test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+def index_settings(backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Top-level settings for a test of `backend` ("embedded" or "elasticsearch"): an
+    alias of its own, and the test server's URL for Elasticsearch."""
+    settings = {"index_alias": unique_alias()}
+    if backend == "elasticsearch":
+        settings["es_url"] = request.getfixturevalue("es_url")
+    return settings
+
+
 def _drop_all(backend: IndexBackend) -> None:
     from harvester.index.elastic import ElasticBackend
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import json
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ from harvester.harvest import Harvester, HarvestRequest, SourceResult
 from harvester.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
 
 # Test-speed HTTP: no politeness delay, a tiny backoff, short timeouts.
 TEST_HTTP = {"delay": 0, "backoff": 0.01, "retries": 4, "connect_timeout": 2, "read_timeout": 10}
@@ -63,6 +68,12 @@ def harvest(settings: Settings, name: str = "lab", request: HarvestRequest = Har
         harvester.http.close()
 
 
+def esrf_config(tmp_path: Path, server: Any, **settings: str) -> Path:
+    """Only the registry's esrf source, served by `server` (an OAIServer); `settings`
+    at the top level."""
+    return write_config(tmp_path, {"esrf": {"url": server.url, "enabled": True, "facility": "ESRF"}}, top=settings)
+
+
 def daemon_config(tmp_path: Path, sources: dict[str, dict[str, Any]], *, schedule: str = "every 2s",
                   stop_timeout: float = 5, name: str = "config.toml", top: dict[str, Any] | None = None) -> Path:
     """A write_config file for a daemon under test: no retries (a failure shows at
@@ -100,3 +111,22 @@ def runs(data: Path, source: str) -> list[dict[str, Any]]:
     """The harvest runs of `source` in the store under `data`, oldest first."""
     with Store(data / "harvester.sqlite") as store:
         return sorted(store.runs(source, limit=1000), key=lambda r: r["id"])
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - keep test output clean
+        pass
+
+
+@contextlib.contextmanager
+def serve_ontology() -> Iterator[str]:
+    """A real HTTP server on loopback serving ../shared/ontology; yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(SHARED / "ontology"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

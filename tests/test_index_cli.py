@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from harvester.cli import AppContext, main
 from harvester.index.sync import sync_after_harvest
 from harvester.store import Store
-from tests.conftest_index import CORPUS, PANET_OWL, fill, unique_alias
-from tests.helpers import closed_port, write_config
+from tests.conftest_index import CORPUS, PANET_OWL, fill, index_settings
+from tests.helpers import closed_port, esrf_config
 from tests.oaiserver import OAIServer
 from tests.recordgen import make_records
 
@@ -139,18 +139,11 @@ def test_after_a_harvest_an_unreachable_index_is_a_warning_not_a_failure(filled:
     assert note["ok"] is True and note["indexed"] == len(CORPUS)
 
 
-def esrf_config(tmp_path: Path, server: OAIServer, **settings: str) -> Path:
-    """Only the registry's esrf source, served by `server`; `settings` at the top level."""
-    return write_config(tmp_path, {"esrf": {"url": server.url, "enabled": True, "facility": "ESRF"}}, top=settings)
-
-
 @pytest.mark.parametrize("backend", ["embedded", pytest.param("elasticsearch", marks=pytest.mark.elasticsearch)])
 def test_harvest_index_search_stats(backend: str, env: dict[str, str], tmp_path: Path,
                                     request: pytest.FixtureRequest) -> None:
     records = make_records(300, seed=3, deleted_every=30)
-    settings = {"index_alias": unique_alias()}
-    if backend == "elasticsearch":
-        settings["es_url"] = request.getfixturevalue("es_url")
+    settings = index_settings(backend, request)
     with OAIServer(records, page_size=50) as server:
         config = esrf_config(tmp_path, server, **settings)
         out = run(env, "--config", str(config), "harvest", "esrf").output

@@ -19,10 +19,10 @@ from harvester.index import IndexBackend
 from harvester.index import follow
 from harvester.index.sync import sync, sync_after_harvest
 from harvester.store import IncomingRecord, Store
-from tests.conftest_index import FACILITIES, PANET_OWL, oai_record, unique_alias
+from tests.conftest_index import FACILITIES, PANET_OWL, index_settings, oai_record, unique_alias
+from tests.helpers import closed_port, esrf_config
 from tests.oaiserver import OAIServer
 from tests.recordgen import make_records
-from tests.test_index_cli import esrf_config
 
 
 def _fill(store: Store, n: int, *, seed: int = 5, deleted_every: int = 0, bad_at: int | None = None) -> None:
@@ -257,9 +257,7 @@ def test_harvest_with_the_index_following_it(backend: str, env: dict[str, str], 
     import json
 
     records = make_records(700, seed=8, deleted_every=25)
-    settings = {"index_alias": unique_alias()}
-    if backend == "elasticsearch":
-        settings["es_url"] = request.getfixturevalue("es_url")
+    settings = index_settings(backend, request)
     try:
         with OAIServer(records, page_size=50) as server:
             result = _harvest(env, esrf_config(tmp_path, server, **settings))
@@ -281,11 +279,8 @@ def test_harvest_with_the_index_following_it(backend: str, env: dict[str, str], 
 def test_elasticsearch_down_the_follower_gives_way_and_the_harvest_says_how_far_behind(
         env: dict[str, str], tmp_path: Path) -> None:
     import json
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()
     records = make_records(120, seed=4)
     with OAIServer(records, page_size=40) as server:
         result = _harvest(env, esrf_config(tmp_path, server, es_url=f"http://127.0.0.1:{port}",

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import http.server
 import json
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from harvester.ontology import (
     load_ontology,
     technique_id,
 )
+from tests.helpers import serve_ontology
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ONTOLOGY = SHARED / "ontology"
@@ -174,29 +172,10 @@ def test_bad_input_is_an_ontology_error(tmp_path):
         load_ontology(empty)
 
 
-@contextlib.contextmanager
-def _serve() -> Iterator[str]:
-    """A real HTTP server on loopback serving ../shared/ontology."""
-    handler = functools.partial(_QuietHandler, directory=str(ONTOLOGY))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
 @pytest.fixture()
 def server() -> Iterator[str]:
-    with _serve() as url:
+    with serve_ontology() as url:
         yield url
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - keep test output clean
-        pass
 
 
 def test_fetch_then_default(server, tmp_path):
@@ -216,7 +195,7 @@ def test_fetch_then_default(server, tmp_path):
 
 
 def test_url_source_is_cached(tmp_path):
-    with _serve() as server:
+    with serve_ontology() as server:
         url = f"{server}/PaNET-v1.0.owl"
         first = load_ontology(url, cache_dir=tmp_path)
     assert len(first) == 375

@@ -224,11 +224,6 @@ CUES_AFTER_BATCH_7 = [
 ]
 
 
-@pytest.mark.parametrize(("text", "expected"), CUES_AFTER_BATCH_7)
-def test_cues_after_batch_7(tagger, text, expected):
-    assert sorted(labels(tagger.tag(summary=text))) == sorted(expected)
-
-
 VOCABULARY_AFTER_BATCH_6 = [
     ("Specular neutron reflection from adsorbed casein", ["neutron reflectometry"]),
     ("coherent X-ray diffractive imaging (CXDI) of gold colloids", ["coherent diffraction imaging"]),
@@ -243,8 +238,8 @@ VOCABULARY_AFTER_BATCH_6 = [
 ]
 
 
-@pytest.mark.parametrize(("text", "expected"), VOCABULARY_AFTER_BATCH_6)
-def test_vocabulary_after_batch_6(tagger, text, expected):
+@pytest.mark.parametrize(("text", "expected"), VOCABULARY_AFTER_BATCH_6 + CUES_AFTER_BATCH_7)
+def test_rules_written_after_batches_6_and_7(tagger, text, expected):
     assert sorted(labels(tagger.tag(summary=text))) == sorted(expected)
 
 
@@ -644,10 +639,10 @@ def test_cli_ontology_info_and_missing_ontology(app, tmp_path):
 
 
 def test_cli_ontology_fetch(tmp_path):
-    from tests.test_ontology import _serve
+    from tests.helpers import serve_ontology
 
     app = SimpleNamespace(settings=SimpleNamespace(data_dir=tmp_path, ontology=None))
-    with _serve() as server:
+    with serve_ontology() as server:
         result = CliRunner().invoke(ontology_group, ["fetch", f"{server}/PaNET.owl"], obj=app)
     assert result.exit_code == 0, result.output
     assert "1.3.0-48-g7011e6b" in result.output and (tmp_path / "ontology" / "PaNET.owl").is_file()
@@ -665,9 +660,6 @@ def test_every_command_has_help():
 # -- the labelled evaluation set -----------------------------------------------------
 
 def test_evaluation_set_figures(tagger):
-    import sys
-
-    sys.path.insert(0, str(REPO))
     from bench.eval_techniques import evaluate, load_entries
     from harvester.cli.techniques import record_arguments
 
@@ -708,9 +700,6 @@ def test_evaluation_set_figures(tagger):
 def test_the_tagger_beats_a_plain_keyword_matcher_on_every_batch(tagger):
     """The peer: PaNET labels and alternative labels matched as keywords, what a
     harvester without a tagger of its own does (bench/peer_matcher.py)."""
-    import sys
-
-    sys.path.insert(0, str(REPO))
     from bench.eval_techniques import evaluate, load_entries
     from bench.peer_matcher import LabelMatcher
 
