@@ -211,6 +211,7 @@ class Tagger:
         self._cues = Cues(k.not_used_after, k.not_used_before, k.not_used_in_sentence)
 
         self._needs_context = frozenset(self._iris(k.needs_context))
+        self._laboratory = frozenset(self._iris(k.laboratory))
         self._probes, self._refine = self._probe_refinements(ontology, k.probes)
         self._refinable = frozenset(generic for generic, _ in self._refine)
         # facility key -> instrument key -> IRIs, resolved once (and checked: unknown_ids)
@@ -634,6 +635,10 @@ class Tagger:
                 for other in kept)]
             if len(kept) > 1:  # what is left of names a longer one covers
                 kept = _drop_back_references(kept)
+            laboratory = self._laboratory
+            if any(hit[3] in laboratory and hit[5] == "summary" for hit in kept) and any(
+                    hit[0] <= 2 and hit[3] not in laboratory for hit in kept):
+                kept = [hit for hit in kept if hit[3] not in laboratory or hit[5] != "summary"]
         fields = self._tag_fields
         return [_new_tag({"iri": iri, "id": fields[iri][0], "label": fields[iri][1], "method": method,
                           "field": field, "text": text, "weak": strength >= 3})
