@@ -31,6 +31,7 @@ class _Knowledge:
     synonyms: dict[str, list[str]]
     spelling: dict[str, tuple[str, ...]]
     split: dict[str, tuple[str, ...]]
+    modes: dict[str, tuple[str, list[str]]]  # PaNET id -> (the id it reads as, words naming the mode)
     fillers: frozenset[str]
     stop_phrases: list[str]
     stop_acronyms: frozenset[str]
@@ -55,6 +56,18 @@ def _ids(value: Any, where: str) -> list[str]:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise OntologyError(f"{where}: expected a PaNET id or a list of ids, got {value!r}")
     return values
+
+
+def _modes(table: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
+    out = {}
+    for technique, entry in table.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("to"), str)
+                and isinstance(words := entry.get("words"), list) and words
+                and all(isinstance(w, str) for w in words)):
+            raise OntologyError(f"synonyms.toml [modes] {technique}: expected {{ to = id, words = [...] }}, "
+                                f"got {entry!r}")
+        out[technique] = (entry["to"], words)
+    return out
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
@@ -104,6 +117,7 @@ def load_knowledge(directory: Path) -> _Knowledge:
         synonyms={p: _ids(v, f"synonyms.toml {p!r}") for p, v in syn.get("phrases", {}).items()},
         spelling={k: tuple(v.split()) for k, v in syn.get("spelling", {}).items()},
         split={k: tuple(v.split()) for k, v in syn.get("split", {}).items()},
+        modes=_modes(syn.get("modes", {})),
         fillers=frozenset(w.lower() for w in syn.get("fillers", [])),
         stop_phrases=list(stop.get("phrases", [])),
         stop_acronyms=frozenset(stop.get("acronyms", [])),

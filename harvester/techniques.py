@@ -212,6 +212,12 @@ class Tagger:
 
         self._needs_context = frozenset(self._iris(k.needs_context))
         self._laboratory = frozenset(self._iris(k.laboratory))
+        self._modes: dict[str, tuple[str, re.Pattern[str]]] = {}
+        for technique, (mode, words) in k.modes.items():
+            if (iris := self._iris([technique])) and (to := self._iris([mode])):
+                self._modes[iris[0]] = (to[0], re.compile(
+                    r"\b(?:" + "|".join(re.escape(w).replace(r"\ ", r"[\s-]+") for w in words) + r")\b",
+                    re.IGNORECASE))
         self._probes, self._refine = self._probe_refinements(ontology, k.probes)
         self._refinable = frozenset(generic for generic, _ in self._refine)
         # facility key -> instrument key -> IRIs, resolved once (and checked: unknown_ids)
@@ -284,6 +290,19 @@ class Tagger:
                 if hit[4] == "text" and (hit[3], seen[0]) in refine
                 and not any(hit[3] in ancestors[other] for other in named) else hit
                 for hit in hits]
+
+    def _in_mode(self, hits: list[_Hit], texts: Iterable[str | None]) -> list[_Hit]:
+        """Names read with the mode their record speaks of (synonyms.toml [modes]):
+        X-ray fluorescence in a record of elemental maps is scanning XRF."""
+        modes = self._modes
+        out = []
+        for hit in hits:
+            if hit[3] in modes and hit[4] in ("text", "subject"):
+                mode, words = modes[hit[3]]
+                if any(words.search(t) for t in texts if t):
+                    hit = (*hit[:3], mode, *hit[4:])
+            out.append(hit)
+        return out
 
     # -- compiling names ---------------------------------------------------
     def _iris(self, ids: Iterable[str]) -> tuple[str, ...]:
@@ -563,6 +582,9 @@ class Tagger:
         refinable = self._refinable
         if any(hit[4] == "text" and hit[3] in refinable for hit in hits):
             hits = self._with_probe(hits, probe, (title, summary, *keywords, *instruments))
+        modes = self._modes
+        if any(hit[3] in modes for hit in hits):
+            hits = self._in_mode(hits, (title, summary, *keywords))
         # A generic technique needs a photon, neutron or muon context in the record: a
         # known facility, an instrument, a specific technique, or a probe or source named.
         if facility_key is None:

@@ -257,6 +257,15 @@ RULES_AFTER_BATCH_8 = [
      ["resonant inelastic x-ray scattering"]),
     ({"summary": "A method that narrows the gap between SAXS and crystallography"}, []),
     ({"summary": "Neutron and X-ray radiography are complementary"}, []),
+    # a name read with the mode its record speaks of: XRF of elemental maps is scanning XRF
+    ({"title": "XRF", "summary": "Elemental maps of a leaf"}, ["scanning x-ray fluorescence"]),
+    ({"summary": "X-ray fluorescence of a glass, then a grid scan by XRD"}, ["scanning x-ray fluorescence",
+                                                                            "x-ray diffraction"]),
+    ({"summary": "X-ray fluorescence of a glass"}, ["x-ray fluorescence"]),
+    # neutron spin echo spectroscopy is the quasielastic kind; bare "spin echo" stays generic
+    ({"summary": "neutron spin-echo spectroscopy (NSE) of polymer melts"}, ["quasielastic neutron spin echo scattering"]),
+    ({"summary": "Grazing incidence neutron spin echo spectroscopy (GINSES) of membranes"},
+     ["spin echo resolved grazing incidence scattering"]),
 ]
 
 
@@ -319,7 +328,7 @@ PHRASES = [
     ("chest radiographs", []),                                         # bare radiography names nothing
     ("HiP-CT of a human brain", ["x-ray propagation phase contrast tomography"]),
     ("inelastic neutron scattering", ["inelastic neutron spectroscopy"]),
-    ("neutron spin echo spectroscopy", ["spin echo scattering"]),
+    ("neutron spin echo spectroscopy", ["quasielastic neutron spin echo scattering"]),
     ("time-of-flight neutron spectroscopy", ["time of flight spectrometry"]),
     ("µSR", ["muon spin resonance"]),
     ("muSR", ["muon spin resonance"]),
@@ -525,15 +534,22 @@ def test_every_id_in_the_knowledge_files_is_a_panet_13_technique(tagger):
         assert set(entry["probes"]) <= set(facilities["probes"]) | {"electron"}
 
 
-def test_a_facility_pointing_at_a_missing_instrument_table_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize(("name", "old", "new", "message"), [
+    ("facilities.toml", 'instruments = "PSI"', 'instruments = "PIS"',
+     r"\[facility.SLS\] instruments: no instrument table 'PIS'"),
+    ("synonyms.toml", '{ to = "PaNET01288", words', '{ into = "PaNET01288", words',
+     r"\[modes\] PaNET01177: expected \{ to = id, words = \[...\] \}"),
+])
+def test_a_malformed_knowledge_file_is_a_clear_error(tmp_path, name, old, new, message):
     from harvester.errors import OntologyError
     from harvester.knowledge import load_knowledge
 
     for f in default_knowledge_dir().glob("*.toml"):
         (tmp_path / f.name).write_text(f.read_text())
-    facilities = tmp_path / "facilities.toml"
-    facilities.write_text(facilities.read_text().replace('instruments = "PSI"', 'instruments = "PIS"', 1))
-    with pytest.raises(OntologyError, match=r"\[facility.SLS\] instruments: no instrument table 'PIS'"):
+    broken = tmp_path / name
+    assert old in broken.read_text()
+    broken.write_text(broken.read_text().replace(old, new, 1))
+    with pytest.raises(OntologyError, match=message):
         load_knowledge(tmp_path)
 
 
