@@ -120,6 +120,8 @@ _PROBE_WORDS = {
 }
 _CONNECTORS_CASED = _cased(_CONNECTORS)
 _UMBRELLA = 10  # descendants that make a technique an umbrella ("neutron diffraction": 10, "SAXS": 9)
+# how a facility field joins several names: "DESY (PETRA III)", "ESRF; DESY", "SNS/HFIR"
+_FACILITY_PARTS = re.compile(r"[;,()/]|\s[-–]\s")
 _COORD_WINDOW = 5  # tokens looked at on each side of a connector
 _CACHE_LIMIT = 50_000  # per memo; cleared when full (keywords and instruments repeat a lot)
 
@@ -284,12 +286,21 @@ class Tagger:
         if len(seen) != 1:
             return hits
         refine, ancestors = self._refine, self._ancestors
-        named = {hit[3] for hit in hits}
-        # a generic name that a more specific one of the record covers is left to _resolve
-        return [(*hit[:3], refine[(hit[3], seen[0])], *hit[4:])
-                if hit[4] == "text" and (hit[3], seen[0]) in refine
-                and not any(hit[3] in ancestors[other] for other in named) else hit
-                for hit in hits]
+        named = {hit[3] for hit in hits if hit[0] < 3}
+        guessed = {hit[3] for hit in hits if hit[0] >= 3}
+        # A generic name that a more specific one of the record covers is left to
+        # _resolve; so is one an instrument would narrow further than the reading
+        # (TOMCAT on "tomography": x-ray microtomography, not x-ray tomography). A
+        # guess the reading equals or covers does not stop it (ID22 on "powder
+        # diffraction": x-ray powder diffraction either way).
+        out = []
+        for hit in hits:
+            if hit[4] == "text" and (read := refine.get((hit[3], seen[0]))) is not None \
+                    and not any(hit[3] in ancestors[other] for other in named) \
+                    and not any(read in ancestors[other] for other in guessed):
+                hit = (*hit[:3], read, *hit[4:])
+            out.append(hit)
+        return out
 
     def _in_mode(self, hits: list[_Hit], texts: Iterable[str | None]) -> list[_Hit]:
         """Names read with the mode their record speaks of (synonyms.toml [modes]):
@@ -607,8 +618,17 @@ class Tagger:
     def _facility(self, facility: str) -> tuple[str | None, str | None]:
         found = self._facility_memo.get(facility)
         if found is None:
+            keys, probes = self.knowledge.facility_keys, self._facility_probe
             name = norm_name(facility)
-            found = (self.knowledge.facility_keys.get(name), self._facility_probe.get(name))
+            if name in keys or not _FACILITY_PARTS.search(facility):
+                found = (keys.get(name), probes.get(name))
+            else:
+                # "DESY (PETRA III)", "PSI (SLS)", "ESRF; DESY": the first known part gives
+                # the instrument table, and the probe is kept when every known part has it
+                known = [n for part in _FACILITY_PARTS.split(facility) if (n := norm_name(part)) in keys]
+                found = (keys[known[0]], probes.get(known[0])) if known else (None, None)
+                if len({probes.get(n) for n in known}) > 1:
+                    found = (found[0], None)
             if len(self._facility_memo) >= _CACHE_LIMIT:
                 self._facility_memo.clear()
             self._facility_memo[facility] = found

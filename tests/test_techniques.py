@@ -287,6 +287,14 @@ PROBE_READINGS = [
     ({"title": "Reflectometry of films with X-rays and neutrons"}, ["reflectometry"]),
     # a generic name a specific one of the record covers is not read again
     ({"title": "Diffraction data", "summary": "X-ray powder diffraction of a hydride"}, ["x-ray powder diffraction"]),
+    # a guess that the reading covers does not stop it; one that narrows it further does
+    ({"title": "ID22: the high-resolution powder diffraction beamline", "facility": "ESRF"},
+     ["x-ray powder diffraction"]),
+    ({"title": "Tomography of a rock", "instruments": ["TOMCAT"], "facility": "PSI"},
+     ["tomography", "x-ray microtomography"]),
+    # a facility field naming more than the facility; two facilities with two probes
+    ({"title": "Powder diffraction of a salt", "facility": "ESRF (Grenoble)"}, ["x-ray powder diffraction"]),
+    ({"title": "Powder diffraction of a salt", "facility": "ILL; ESRF"}, ["powder diffraction"]),
     # PaNET has no class for the reading: the name stays as written
     ({"title": "Tomography of a steel weld", "summary": "with neutrons"}, ["tomography"]),
 ]
