@@ -9,7 +9,8 @@ gold technique (true but vague), and *wrong* otherwise. A gold technique is
 The set comes in batches (field ``batch``, 1 when absent): batch 1 is the
 original set, batches 2 to 8 were added later as held-out checks of the
 tagger's rules (see tests/data/README.md). Figures are printed for all entries, for
-each batch, and with the weak (instrument, facility) tags left out, next to the same figures for a plain keyword matcher (PaNET labels
+each batch, and with the weak (instrument, facility) tags left out, next to the
+same figures for a plain keyword matcher (PaNET labels
 and alternative labels, see bench/peer_matcher.py), the peer. Usage:
 
     .venv/bin/python bench/eval_techniques.py [--ontology PATH] [--batch N] [--quiet] [--json]

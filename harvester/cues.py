@@ -108,7 +108,8 @@ class Cues:
         for j in list(dropped):
             after = starts[j][2] + 2
             m = starts.get(after)
-            if m is not None and m[1] == m[2] and low[after - 1] == _PUNCT and low[after + 1:after + 2] in ([], [_PUNCT]):
+            if (m is not None and m[1] == m[2] and low[after - 1] == _PUNCT
+                    and low[after + 1:after + 2] in ([], [_PUNCT])):
                 dropped.add(after)
                 acronyms.add(low[after])
         if acronyms:

@@ -463,9 +463,9 @@ class Daemon:
                 ) -> SourceResult:
         """One harvest of one source, waiting for its lock if it is taken."""
         other = holder(self.data_dir, name)
+        state = f"waiting for the harvest running now to finish ({other})" if other else "starting"
         entry: dict[str, Any] = {"kind": kind, "mode": request.mode, "request": request_id,
-                                 "since": utcnow(), "pages": 0, "records": 0, "total": None,
-                                 "state": f"waiting for the harvest running now to finish ({other})" if other else "starting"}
+                                 "since": utcnow(), "pages": 0, "records": 0, "total": None, "state": state}
         with self._lock:
             if self.stop.is_set():
                 return SourceResult(name, status="skipped", error="the daemon is stopping")

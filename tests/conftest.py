@@ -16,8 +16,8 @@ os.environ["PAN_HARVESTER_ONTOLOGY_AUTOFETCH"] = "false"
 # Elasticsearch and index fixtures (the real server started by .ci/run or scripts/elasticsearch).
 pytest_plugins = ["tests.conftest_index"]
 
-from tests.oaiserver import OAIServer
-from tests.recordgen import FakeRecord, make_records, sample_records
+from tests.oaiserver import OAIServer  # noqa: E402 (after the environment above)
+from tests.recordgen import FakeRecord, make_records, sample_records  # noqa: E402
 
 # --- OAI-PMH servers on 127.0.0.1 (tests/oaiserver.py) ---------------------------
 

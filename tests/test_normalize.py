@@ -90,7 +90,8 @@ def test_normalize_ror(raw, expected):
 
 @pytest.mark.parametrize(("raw", "expected"), [
     ("  Tucker,   Gregory \n", "Tucker, Gregory"),
-    ("\nHelmholtz-Zentrum Berlin für Materialien und Energie\n", "Helmholtz-Zentrum Berlin für Materialien und Energie"),
+    ("\nHelmholtz-Zentrum Berlin für Materialien und Energie\n",
+     "Helmholtz-Zentrum Berlin für Materialien und Energie"),
     ("a\tb\r\nc", "a b c"),
     ("clean", "clean"),
     ("", ""),

@@ -220,7 +220,8 @@ CUES_AFTER_BATCH_7 = [
     # X-ray fluorescence microscopy at a synchrotron is scanning XRF; bare "fluorescence
     # microscopy" in running text is mostly the optical one
     ("X-ray fluorescence microscopy of hyperaccumulator leaves", ["scanning x-ray fluorescence"]),
-    ("GISANS, as well as fluorescence microscopy of the colloids", ["grazing incidence small angle neutron scattering"]),
+    ("GISANS, as well as fluorescence microscopy of the colloids",
+     ["grazing incidence small angle neutron scattering"]),
 ]
 
 
@@ -263,7 +264,8 @@ RULES_AFTER_BATCH_8 = [
                                                                             "x-ray diffraction"]),
     ({"summary": "X-ray fluorescence of a glass"}, ["x-ray fluorescence"]),
     # neutron spin echo spectroscopy is the quasielastic kind; bare "spin echo" stays generic
-    ({"summary": "neutron spin-echo spectroscopy (NSE) of polymer melts"}, ["quasielastic neutron spin echo scattering"]),
+    ({"summary": "neutron spin-echo spectroscopy (NSE) of polymer melts"},
+     ["quasielastic neutron spin echo scattering"]),
     ({"summary": "Grazing incidence neutron spin echo spectroscopy (GINSES) of membranes"},
      ["spin echo resolved grazing incidence scattering"]),
 ]

@@ -157,7 +157,8 @@ _filters = [
     click.option("--technique", "-t", "techniques", multiple=True, metavar="T",
                  help="Only this PaNET technique or any of its descendants: label, synonym or "
                       "acronym ('small angle scattering', SAXS), id or IRI (repeat for any of several)."),
-    click.option("--year", "-y", metavar="A..B", help="Publication years, inclusive: 2020, 2018..2021, 2019.., ..2015."),
+    click.option("--year", "-y", metavar="A..B",
+                 help="Publication years, inclusive: 2020, 2018..2021, 2019.., ..2015."),
 ]
 
 
