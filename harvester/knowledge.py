@@ -41,6 +41,7 @@ class _Knowledge:
     not_used_before: dict[str, int]  # cue phrase -> how many words may stand between the name and it
     not_used_in_sentence: list[str]  # cue words that make a whole sentence background
     needs_context: list[str]  # PaNET ids of generic techniques, tagged only in a beam context
+    acronyms_need_context: frozenset[str]  # acronyms tagged only in a beam context
     laboratory: list[str]  # PaNET ids of lab methods, not tagged from an abstract beside a beam technique
     probes: dict[str, str]
     facilities: dict[str, list[str]]  # normalised facility name -> probe names
@@ -127,6 +128,7 @@ def load_knowledge(directory: Path) -> _Knowledge:
         not_used_before=dict(after_cues),
         not_used_in_sentence=list(stop.get("not_used_in_sentence", [])),
         needs_context=_ids(stop.get("needs_context", []), "stoplist.toml needs_context"),
+        acronyms_need_context=frozenset(stop.get("acronyms_need_context", [])),
         laboratory=_ids(stop.get("laboratory", []), "stoplist.toml laboratory"),
         probes=dict(fac.get("probes", {})),
         facilities=facilities,

@@ -156,6 +156,14 @@ def _drop_back_references(hits: list[_Hit]) -> list[_Hit]:
         for where, longer in said)]
 
 
+def _spells(acronym: str, words: list[str]) -> bool:
+    """Whether ``words`` hold every letter of ``acronym``, in order ("sxrd" in surface
+    x ray diffraction, "arpes" in angle resolved photoemission; not "waxs" in wide
+    angle scattering)."""
+    letters = iter("".join(words))
+    return all(letter in letters for letter in acronym if letter.isalpha())
+
+
 def _words(text: str) -> str:
     return " ".join(text.lower().replace("-", " ").split())
 
@@ -214,6 +222,7 @@ class Tagger:
 
         self._needs_context = frozenset(self._iris(k.needs_context))
         self._laboratory = frozenset(self._iris(k.laboratory))
+        self._ambiguous_acronyms = k.acronyms_need_context
         self._modes: dict[str, tuple[str, re.Pattern[str]]] = {}
         for technique, (mode, words) in k.modes.items():
             if (iris := self._iris([technique])) and (to := self._iris([mode])):
@@ -411,7 +420,34 @@ class Tagger:
             matches = self._coordinate(doc, phrases, matches, fold)
         if cues and matches and not self._cues.words.isdisjoint(doc.tokens):
             matches = self._cues.drop(doc.lower, matches)
+        if cues and len(matches) > 1:
+            matches = self._own_definitions(doc.lower, matches)
         return matches
+
+    def _own_definitions(self, low: list[str], matches: list[_Match]) -> list[_Match]:
+        """An acronym the record defines names what its definition names: after "surface
+        X-ray diffraction (SXRD)", every SXRD of the record is surface X-ray diffraction,
+        not PaNET's SXRD (single crystal X-ray diffraction). An acronym keeps its own
+        class when it is a descendant of its definition's; and when it has letters the
+        definition's words do not spell ("wide-angle scattering (WAXS)" left out the
+        X-ray), the definition takes the acronym's class."""
+        starts = {m[1]: m for m in matches}
+        defined: dict[str, tuple[str, ...]] = {}  # acronym -> its definition's class
+        vague: dict[int, tuple[str, ...]] = {}  # a definition's start -> its acronym's class
+        for iris, first, last, _ in matches:
+            a = starts.get(last + 2)
+            if (a is None or last == first or a[1] != a[2] or a[0] == iris or low[last + 1] != _PUNCT
+                    or low[last + 3:last + 4] not in ([], [_PUNCT])):
+                continue
+            if not _spells(low[a[1]], low[first:last + 1]):
+                if not any(own in self._ancestors[name] for name in iris for own in a[0]):
+                    vague[first] = a[0]  # "wide-angle scattering (WAXS)": the WAXS it means
+            elif not all(any(name in self._ancestors[own] for name in iris) for own in a[0]):
+                defined[low[a[1]]] = iris
+        if not defined and not vague:
+            return matches
+        return [(defined[low[m[1]]], *m[1:]) if m[1] == m[2] and low[m[1]] in defined
+                else (vague[m[1]], *m[1:]) if m[1] in vague else m for m in matches]
 
     def _coordinate(self, doc: _Text, phrases: _Phrases, matches: list[_Match], fold: bool) -> list[_Match]:
         """Names that share words across "and", "or", "/": "small angle neutron and X-ray scattering".
@@ -596,12 +632,13 @@ class Tagger:
         modes = self._modes
         if any(hit[3] in modes for hit in hits):
             hits = self._in_mode(hits, (title, summary, *keywords))
-        # A generic technique needs a photon, neutron or muon context in the record: a
-        # known facility, an instrument, a specific technique, or a probe or source named.
+        # A generic technique, or an acronym that means other things elsewhere, needs a
+        # photon, neutron or muon context in the record: a known facility, an instrument,
+        # a specific technique, or a probe or source named.
         if facility_key is None:
-            generic = self._needs_context
+            generic, ambiguous = self._needs_context, self._ambiguous_acronyms
             for hit in hits:
-                if hit[3] not in generic or hit[4] == "iri" or hit[0] >= 3:
+                if (hit[3] not in generic and hit[6] not in ambiguous) or hit[4] == "iri" or hit[0] >= 3:
                     break  # most records: the first hit is specific
             else:
                 if not any(_BEAM_CONTEXT.search(value) for value in (
