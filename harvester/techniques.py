@@ -41,9 +41,19 @@ each has a rule here rather than a synonym per combination.
 * Background: a sentence holding "conventionally" or "traditionally" says how
   it is usually done; nothing it names counts (``not_used_in_sentence``).
 * Context: a record whose only techniques are generic ones ("tomography",
-  "reflectometry", "crystallography": ``needs_context``) is tagged only when
-  it shows a photon, neutron or muon context (a known facility or instrument,
-  a probe or source named); upper-mantle tomography is not a PaN technique.
+  "reflectometry", "crystallography": ``needs_context``) or acronyms that mean
+  other things elsewhere (MX, SFX, INS: ``acronyms_need_context``) is tagged
+  only when it shows a photon, neutron or muon context (a known facility or
+  instrument, a probe or source named); upper-mantle tomography is not a PaN
+  technique, nor the MX record of a mail domain.
+* Readings: a generic name is read with the record's one probe ("tomography"
+  in an X-ray record is x-ray tomography); a name with the mode its record
+  speaks of (X-ray fluorescence of elemental maps is scanning XRF,
+  ``[modes]`` in the synonyms); an acronym with the definition the record
+  gives it ("surface X-ray diffraction (SXRD)").
+* Laboratory methods (electron or optical microscopy, Raman...: ``laboratory``)
+  in an abstract that also names a beam technique are the complementary
+  characterisation, not what the dataset holds.
 
 Speed (a harvest tags every record): names are compiled once into a trie of
 token keys. A text is cut into tokens by one bytes.translate and one split
