@@ -441,12 +441,10 @@ class Tagger:
         class when it is a descendant of its definition's; and when it has letters the
         definition's words do not spell ("wide-angle scattering (WAXS)" left out the
         X-ray), the definition takes the acronym's class."""
-        starts = {m[1]: m for m in matches}
         defined: dict[str, tuple[str, ...]] = {}  # acronym -> its definition's class
         vague: dict[int, tuple[str, ...]] = {}  # a definition's start -> its acronym's class
-        for iris, first, last, _ in matches:
-            a = starts.get(last + 2)
-            if (a is None or last == first or a[1] != a[2] or a[0] == iris or low[last + 1] != _PUNCT
+        for (iris, first, last, _), a in zip(matches, matches[1:]):  # matches come in text order
+            if (a[1] != last + 2 or last == first or a[1] != a[2] or a[0] == iris or low[last + 1] != _PUNCT
                     or low[last + 3:last + 4] not in ([], [_PUNCT])):
                 continue
             if not _spells(low[a[1]], low[first:last + 1]):
