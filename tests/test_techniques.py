@@ -280,6 +280,29 @@ def test_rules_written_after_batch_8(tagger, record, expected):
     assert sorted(labels(tagger.tag(**record))) == sorted(expected)
 
 
+RULES_AFTER_BATCHES_9_AND_10 = [
+    # an acronym the record defines names what its definition names ...
+    ({"summary": "in situ surface X-ray diffraction (SXRD) of Cu(100); the SXRD rods"}, ["surface x-ray diffraction"]),
+    ({"summary": "SXRD of a crystal"}, ["x-ray single crystal diffraction"]),
+    # ... a definition short of its acronym's letters takes the acronym's class ...
+    ({"summary": "small-angle scattering (SAXS) and wide-angle scattering (WAXS)"},
+     ["small angle x-ray scattering", "wide angle x-ray scattering"]),
+    # ... and a broader acronym does not undo a more specific definition
+    ({"summary": "High-resolution angle-resolved photoemission (ARPES) of kagome metals"},
+     ["high resolution angle resolved photoemission spectroscopy"]),
+    # the process, not a technique
+    ({"summary": "the parity-violating asymmetry in the elastic scattering of electrons from 208Pb"}, []),
+    ({"summary": "Positron annihilation spectroscopy of defects"}, ["positron probe technique"]),
+    ({"summary": "a neutron grating interferometer for dark-field imaging"}, ["grating interferometry"]),
+    ({"summary": "multiwavelength anomalous dispersion (MAD) phasing"}, ["multi wavelength anomalous diffraction"]),
+]
+
+
+@pytest.mark.parametrize(("record", "expected"), RULES_AFTER_BATCHES_9_AND_10)
+def test_rules_written_after_batches_9_and_10(tagger, record, expected):
+    assert sorted(labels(tagger.tag(**record))) == sorted(expected)
+
+
 PROBE_READINGS = [
     # a generic name, read with the record's one probe: named in the text, ...
     ({"title": "Reflectometry of lipid bilayers", "summary": "Neutrons at two contrasts."},
