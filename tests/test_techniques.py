@@ -295,6 +295,11 @@ RULES_AFTER_BATCHES_9_AND_10 = [
     ({"summary": "Positron annihilation spectroscopy of defects"}, ["positron probe technique"]),
     ({"summary": "a neutron grating interferometer for dark-field imaging"}, ["grating interferometry"]),
     ({"summary": "multiwavelength anomalous dispersion (MAD) phasing"}, ["multi wavelength anomalous diffraction"]),
+    # after batches 11 and 12: prompt gamma activation analysis, cold and thermal spectrometers
+    ({"summary": "Prompt gamma activation analysis (PGAA) of bronzes"}, ["gamma spectroscopy", "neutron probe technique"]),
+    ({"title": "Magnons in MnF2", "instruments": ["ThALES"], "facility": "ILL"}, ["cold neutron spectroscopy"]),
+    ({"title": "Phonons in MnF2", "instruments": ["IN8"], "facility": "ILL"}, ["thermal neutron spectroscopy"]),
+    ({"title": "Recurrent CDI risk factors in a cohort"}, []),
 ]
 
 
@@ -340,9 +345,9 @@ def test_generic_techniques_need_a_beam_context(tagger, record, expected):
 
 
 def test_instrument_refines_an_umbrella_but_not_a_specific_technique(tagger):
-    # "neutron scattering" is an umbrella: IN20, a triple-axis spectrometer, says which
+    # "neutron scattering" is an umbrella: IN20, a thermal triple-axis spectrometer, says which
     tags = tagger.tag(summary="IN20 neutron scattering data", instruments=["IN20"], facility="ILL")
-    assert "inelastic neutron spectroscopy" in labels(tags)
+    assert "thermal neutron spectroscopy" in labels(tags)
 
 
 def test_background_sentence_ends_at_the_title(tagger):
@@ -530,9 +535,9 @@ def test_instruments(tagger):
         "x-ray photoelectron diffraction"]
     assert labels(tagger.tag(title="Beamtime on TOMCAT", facility="Swiss Light Source")) == [
         "x-ray microtomography"]
-    # a time-of-flight spectrometer always measures inelastic scattering
+    # a time-of-flight spectrometer always measures inelastic scattering (IN6: of cold neutrons)
     assert labels(tagger.tag(title="Liquid water", instruments=["IN6"], facility="ILL")) == [
-        "time of flight spectrometry", "inelastic neutron spectroscopy"]
+        "time of flight spectrometry", "cold neutron spectroscopy"]
 
 
 def test_a_weak_guess_never_narrows_what_the_record_says(tagger):
@@ -739,18 +744,19 @@ def test_evaluation_set_figures(tagger):
     from harvester.cli.techniques import record_arguments
 
     entries = load_entries()
-    sizes = {1: 100, 2: 60, 3: 80, 4: 70, 5: 60, 6: 70, 7: 68, 8: 69, 9: 70, 10: 69}
+    sizes = {1: 100, 2: 60, 3: 80, 4: 70, 5: 60, 6: 70, 7: 68, 8: 69, 9: 70, 10: 69, 11: 68, 12: 65}
     batches = {b: [e for e in entries if e.get("batch", 1) == b] for b in sizes}
     assert {b: len(batches[b]) >= n for b, n in sizes.items()} == dict.fromkeys(sizes, True)
-    assert sum(1 for e in entries if not e["gold"]) >= 149
+    assert sum(1 for e in entries if not e["gold"]) >= 172
     assert len({e["id"] for e in entries}) == len(entries)
     assert all(e["source"] and e["basis"] and all(tagger.ontology.technique(g) for g in e["gold"]) for e in entries)
     # floors a little under today's figures per batch (tests/data/README.md has them):
-    # batch 1 holds the issue's goal; batches 3 to 10, held out, are the honest estimate
-    # (the first runs of batches 9 and 10 are in the README; rules were written after them)
+    # batch 1 holds the issue's goal; batches 3 to 12, held out, are the honest estimate
+    # (their first runs are in the README; rules were written after each)
     floors = ((1, 0.95, 0.85, 0.85), (2, 0.94, 0.85, 0.83), (3, 0.90, 0.69, 0.65), (4, 0.89, 0.66, 0.51),
               (5, 0.81, 0.72, 0.71), (6, 0.84, 0.76, 0.64), (7, 0.80, 0.74, 0.63),
-              (8, 0.75, 0.72, 0.69), (9, 0.80, 0.64, 0.55), (10, 0.77, 0.64, 0.64))
+              (8, 0.75, 0.72, 0.69), (9, 0.80, 0.64, 0.55), (10, 0.77, 0.64, 0.64), (11, 0.80, 0.66, 0.60),
+              (12, 0.77, 0.60, 0.57))
     for batch, precision, recall, strong_recall in floors:
         for weak in (True, False):
             result = evaluate(tagger, batches[batch], weak=weak)
@@ -761,7 +767,9 @@ def test_evaluation_set_figures(tagger):
     # or synthetic data, design reports and proposals), seismic "coherent diffraction
     # imaging", muon radiography of a volcano that cites X-ray CT, EBSD set against X-ray
     # diffraction, undulator engineering at EuXFEL (the facility's probe), the X-ray
-    # transform of integral geometry, a Laue-lens telescope with an "X-ray diffraction" keyword
+    # transform of integral geometry, a Laue-lens telescope with an "X-ray diffraction" keyword,
+    # a reactor's closing news naming its SANS, a theory of the neutron Hall effect, method papers
+    # without a measurement (SAXS on model systems, a PNR phase method)
     assert set(tagged) <= {"neg-muon-magnets-simulation", "neg-qensmodels-reference-data",
                            "neg-ess-odin-mcstas-bragg-edge-simulation", "neg-materialsproject-computed-xas",
                            "neg-hf-cod-synthetic-xrd-patterns", "neg-iospress-highness-cdr",
@@ -769,7 +777,10 @@ def test_evaluation_set_figures(tagger):
                            "neg-copernicus-gi-7-307-muon-radiography-fbp", "neg-ebsd-beginners-texture-analysis",
                            "neg-iucr-wz5037-scu-hall-probe-correction", "neg-iucr-ig5066-heps-pes-beamline-proposal",
                            "neg-ar5iv-1702.07625-abel-transforms-x-ray-tomography",
-                           "neg-ar5iv-1711.03475-laue-lens-bent-crystals"}, tagged
+                           "neg-ar5iv-1711.03475-laue-lens-bent-crystals", "neg-llb-orphee-reactor-final-shutdown",
+                           "neg-arxiv-vanity-1405.0626-neutron-hall-effect-theory",
+                           "neg-cyberleninka-saxs-tangent-technique-model-systems",
+                           "neg-tomesphere-1108.5653-pnr-phase-method-proposal"}, tagged
 
 
 def test_the_tagger_beats_a_plain_keyword_matcher_on_every_batch(tagger):
