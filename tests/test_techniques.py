@@ -296,7 +296,8 @@ RULES_AFTER_BATCHES_9_AND_10 = [
     ({"summary": "a neutron grating interferometer for dark-field imaging"}, ["grating interferometry"]),
     ({"summary": "multiwavelength anomalous dispersion (MAD) phasing"}, ["multi wavelength anomalous diffraction"]),
     # after batches 11 and 12: prompt gamma activation analysis, cold and thermal spectrometers
-    ({"summary": "Prompt gamma activation analysis (PGAA) of bronzes"}, ["gamma spectroscopy", "neutron probe technique"]),
+    ({"summary": "Prompt gamma activation analysis (PGAA) of bronzes"},
+     ["gamma spectroscopy", "neutron probe technique"]),
     ({"title": "Magnons in MnF2", "instruments": ["ThALES"], "facility": "ILL"}, ["cold neutron spectroscopy"]),
     ({"title": "Phonons in MnF2", "instruments": ["IN8"], "facility": "ILL"}, ["thermal neutron spectroscopy"]),
     ({"title": "Recurrent CDI risk factors in a cohort"}, []),
